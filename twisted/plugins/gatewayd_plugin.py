@@ -1,0 +1,10 @@
+"""Makes ``twistd gatewayd`` known without importing gatewayd itself."""
+
+from twisted.application.service import ServiceMaker
+
+gatewayd = ServiceMaker(
+    "gatewayd",
+    "gatewayd.tap",
+    "An AI gateway: Anthropic Messages API clients on Google Gemini.",
+    "gatewayd",
+)
