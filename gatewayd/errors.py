@@ -1,0 +1,106 @@
+"""Anthropic-shaped error bodies, and how Google's upstream errors map onto them.
+
+The Anthropic SDKs pick their exception class from the HTTP status and the
+``error.type`` field, so both must agree with what Anthropic's API would send.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from attrs import frozen
+
+
+@frozen
+class APIError(Exception):
+    """An error to answer with: status, Anthropic error type and a message safe to show."""
+
+    status: int
+    type: str
+    message: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def body(self) -> dict[str, Any]:
+        return {"type": "error", "error": {"type": self.type, "message": self.message}}
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.body()).encode("utf-8")
+
+
+def invalid_request(message: str) -> APIError:
+    return APIError(400, "invalid_request_error", message)
+
+
+def not_found(message: str) -> APIError:
+    return APIError(404, "not_found_error", message)
+
+
+# Google's canonical codes, keyed by HTTP status, mapped to (status, Anthropic type).
+_BY_STATUS = {
+    400: (400, "invalid_request_error"),
+    401: (401, "authentication_error"),
+    403: (403, "permission_error"),
+    404: (404, "not_found_error"),
+    413: (413, "request_too_large"),
+    429: (429, "rate_limit_error"),
+    500: (500, "api_error"),
+    502: (502, "api_error"),
+    503: (529, "overloaded_error"),
+    504: (504, "api_error"),
+}
+
+
+def from_upstream(status: int, body: bytes) -> APIError:
+    """Translate a Google error answer into the error an Anthropic client expects.
+
+    Google's message is passed on for client errors (it says what was wrong
+    with the request); for 401/403 it is replaced, since it speaks of the
+    gateway's own credentials, which are none of the client's business.
+    """
+    mapped_status, kind = _BY_STATUS.get(
+        status, (500, "api_error") if status >= 500 else (400, "invalid_request_error")
+    )
+    error = _google_error(body)
+    message = error.get("message") or f"upstream answered HTTP {status}"
+    if status in (401, 403):
+        message = (
+            "the gateway's Google credentials were rejected by the upstream "
+            f"(HTTP {status} {error.get('status', '')})".rstrip()
+        )
+    headers: tuple[tuple[str, str], ...] = ()
+    delay = _retry_delay(error)
+    if delay is not None:
+        headers = (("retry-after", delay),)
+    return APIError(mapped_status, kind, f"upstream: {message}", headers)
+
+
+def stream_error_event(error: APIError) -> dict[str, Any]:
+    """The ``data`` of an SSE ``error`` event, as Anthropic sends mid-stream."""
+    return error.body()
+
+
+def _google_error(body: bytes) -> dict[str, Any]:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return {}
+    if isinstance(parsed, list) and parsed and isinstance(parsed[0], dict):
+        parsed = parsed[0]  # streaming endpoints answer errors as a one-element array
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+        return parsed["error"]
+    return {}
+
+
+def _retry_delay(error: dict[str, Any]) -> str | None:
+    """Seconds to wait, from a ``google.rpc.RetryInfo`` detail (``"12s"``, ``"1.5s"``)."""
+    for detail in error.get("details") or ():
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("RetryInfo"):
+            delay = str(detail.get("retryDelay", ""))
+            if delay.endswith("s"):
+                try:
+                    seconds = float(delay[:-1])
+                except ValueError:
+                    return None
+                return str(max(1, round(seconds + 0.499)))
+    return None

@@ -1,0 +1,128 @@
+"""What one request did, gathered as it goes, and the log record made from it.
+
+The record follows Kong's basic log serializer, so the same ``jq`` filters
+work on gatewayd's file-log as on Kong's, with the ``ai.proxy`` section of
+ai-proxy-advanced when the target has ``logging.log_statistics`` on.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from attrs import define, field
+from twisted.web.server import Request
+
+from gatewayd.logs import redact_headers
+
+# Fixed namespace, so entity ids are stable across restarts and machines.
+ENTITY_NAMESPACE = uuid.UUID("5f1e3d2c-7b4a-4e8f-9a61-0c2d9e8b7a10")
+
+
+def entity_id(kind: str, name: str) -> str:
+    return str(uuid.uuid5(ENTITY_NAMESPACE, f"{kind}:{name}"))
+
+
+@define
+class Exchange:
+    """The mutable account of one request, turned into a record when it ends."""
+
+    started: float  # reactor seconds
+    started_at: float = field(factory=time.time)  # wall clock, for started_at
+    route: dict[str, Any] | None = None
+    service: dict[str, Any] | None = None
+    upstream_uri: str | None = None
+    proxy_started: float | None = None
+    proxy_finished: float | None = None
+    tried_targets: list[dict[str, Any]] = field(factory=list)
+    ai_meta: dict[str, Any] | None = None
+    ai_usage: dict[str, Any] | None = None
+    ai_payload: dict[str, Any] | None = None
+    ai_log_statistics: bool = False
+    notes: list[str] = field(factory=list)
+    client_gone: bool = False
+
+    def record(self, request: Request, finished: float) -> dict[str, Any]:
+        """Kong's log record for ``request``, answered by ``finished``."""
+        total_ms = round((finished - self.started) * 1000)
+        proxy_ms = 0
+        if self.proxy_started is not None:
+            proxy_ms = round(((self.proxy_finished or finished) - self.proxy_started) * 1000)
+        request_headers = redact_headers(
+            {k.decode("latin-1").lower(): v[-1].decode("latin-1") for k, v in request.requestHeaders.getAllRawHeaders()}
+        )
+        response_headers = {
+            k.decode("latin-1").lower(): v[-1].decode("latin-1")
+            for k, v in request.responseHeaders.getAllRawHeaders()
+        }
+        host = request.getHost()
+        uri = request.uri.decode("latin-1")
+        scheme = "https" if request.isSecure() else "http"
+        record: dict[str, Any] = {
+            "request": {
+                "method": request.method.decode("latin-1"),
+                "uri": uri,
+                "url": f"{scheme}://{request_headers.get('host', f'{host.host}:{host.port}')}{uri}",
+                "size": _request_size(request),
+                "querystring": _querystring(request),
+                "headers": request_headers,
+            },
+            "response": {
+                "status": request.code,
+                "size": request.sentLength,
+                "headers": response_headers,
+            },
+            "latencies": {
+                "request": total_ms,
+                "kong": max(0, total_ms - proxy_ms),
+                "proxy": proxy_ms,
+            },
+            "client_ip": _client_ip(request),
+            "started_at": round(self.started_at * 1000),
+            "source": "upstream" if self.proxy_started is not None else "kong",
+        }
+        if self.upstream_uri is not None:
+            record["upstream_uri"] = self.upstream_uri
+        if self.route is not None:
+            record["route"] = self.route
+        if self.service is not None:
+            record["service"] = self.service
+        if self.ai_log_statistics or self.ai_payload:
+            proxy: dict[str, Any] = {}
+            if self.ai_log_statistics:
+                proxy["tried_targets"] = self.tried_targets
+                if self.ai_meta is not None:
+                    proxy["meta"] = self.ai_meta
+                if self.ai_usage is not None:
+                    proxy["usage"] = self.ai_usage
+            if self.ai_payload:
+                proxy["payload"] = self.ai_payload
+            record["ai"] = {"proxy": proxy}
+        return record
+
+
+def _request_size(request: Request) -> int:
+    content = request.content
+    if content is None:
+        return 0
+    position = content.tell()
+    content.seek(0, 2)
+    size = content.tell()
+    content.seek(position)
+    return size
+
+
+def _querystring(request: Request) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, values in (request.args or {}).items():
+        name = key.decode("latin-1")
+        decoded = [v.decode("latin-1") for v in values]
+        # Kong logs a bare flag as true and a repeated key as a list.
+        result[name] = True if decoded == [""] else decoded[0] if len(decoded) == 1 else decoded
+    return result
+
+
+def _client_ip(request: Request) -> str | None:
+    address = request.getClientAddress()
+    return getattr(address, "host", None)

@@ -1,0 +1,124 @@
+"""The file-log plugin: one JSON object per line per request, as Kong writes them.
+
+Records travel as ``twisted.logger`` events: each file-log plugin instance owns
+a :class:`~twisted.logger.Logger` whose observer is a :class:`JSONLinesFile`.
+Writes are buffered and flushed once per reactor turn, so a burst of requests
+costs one ``write`` call, and nothing is held back longer than that.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import IO, Any, Mapping
+
+from attrs import define, field
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import ILogObserver, Logger
+from zope.interface import implementer
+
+#: Request headers whose values never reach a log.
+SECRET_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "x-goog-api-key",
+        "api-key",
+        "cookie",
+        "set-cookie",
+    }
+)
+REDACTED = "REDACTED"
+
+
+def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Lower-cased headers, with credentials replaced by a marker."""
+    return {
+        name: (REDACTED if name in SECRET_HEADERS else value) for name, value in headers.items()
+    }
+
+
+@implementer(ILogObserver)
+@define
+class JSONLinesFile:
+    """Appends the ``record`` of each log event to a file, one JSON line each.
+
+    ``reopen`` is Kong's option of the same name: the file is opened anew for
+    every batch, so it follows a rename without a signal.  :meth:`reopen` does
+    the same on demand (SIGHUP after logrotate).
+    """
+
+    path: str
+    reactor: IReactorTime
+    reopen_each_batch: bool = False
+    _file: IO[bytes] | None = field(default=None, init=False)
+    _buffer: list[bytes] = field(factory=list, init=False)
+    _flush_call: IDelayedCall | None = field(default=None, init=False)
+
+    log = Logger()
+
+    def __call__(self, event: Mapping[str, Any]) -> None:
+        record = event.get("record")
+        if record is None:
+            return
+        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
+        self._buffer.append(line.encode("utf-8") + b"\n")
+        if self._flush_call is None:
+            self._flush_call = self.reactor.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        """Write out every buffered record."""
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+        if not self._buffer:
+            return
+        data, self._buffer = b"".join(self._buffer), []
+        try:
+            if self.reopen_each_batch:
+                self.reopen()
+            if self._file is None:
+                self._file = _open_append(self.path)
+            self._file.write(data)
+            self._file.flush()
+        except OSError as error:
+            self.log.error(
+                "file-log could not write {count} bytes to {path}: {error}",
+                count=len(data),
+                path=self.path,
+                error=str(error),
+            )
+
+    def reopen(self) -> None:
+        """Close the file so that the next write opens the configured path again."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def close(self) -> None:
+        self.flush()
+        self.reopen()
+
+
+def _open_append(path: str) -> IO[bytes]:
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    return open(path, "ab")
+
+
+@define
+class FileLog:
+    """One file-log plugin instance: a logger wired to its file."""
+
+    file: JSONLinesFile
+    logger: Logger
+
+    @classmethod
+    def open(cls, path: str, reactor: IReactorTime, *, reopen: bool = False) -> "FileLog":
+        sink = JSONLinesFile(path, reactor, reopen)
+        return cls(sink, Logger(namespace="gatewayd.file_log", observer=sink))
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        self.logger.info("access record for {path}", path=self.file.path, record=record)

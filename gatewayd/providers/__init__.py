@@ -1,0 +1,1 @@
+"""Upstream LLM providers: where a target's requests go and how they authenticate."""

@@ -1,0 +1,177 @@
+"""The ``gemini`` provider: Vertex AI (OAuth) or the Gemini API (API key).
+
+A :class:`Target` is one entry of ai-proxy-advanced's ``targets``, reduced to
+what a request needs: where to send it, how to authenticate, what to log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Mapping
+from urllib.parse import quote, urlencode, urlsplit
+
+from attrs import frozen
+
+from gatewayd.translate import ModelProfile
+
+GEMINI_API_HOST = "generativelanguage.googleapis.com"
+
+_ACTIONS = {"generate": "generateContent", "stream": "streamGenerateContent", "count": "countTokens"}
+
+
+@frozen
+class Auth:
+    """How a target authenticates; secrets are excluded from ``repr``."""
+
+    kind: str  # "service_account", "adc" or "api_key"
+    secret: str | None = None  # the key's JSON text, or the API key
+    header_name: str | None = None
+    param_name: str | None = None
+    param_location: str = "query"
+
+    def identity(self) -> str:
+        """A stable name for these credentials, so equal ones share a token cache."""
+        digest = hashlib.sha256((self.secret or "").encode("utf-8")).hexdigest()[:16]
+        return f"{self.kind}:{digest}"
+
+    def __repr__(self) -> str:
+        return f"Auth(kind={self.kind!r})"
+
+
+@frozen
+class Target:
+    """One ai-proxy-advanced target served by the gemini provider."""
+
+    model: str
+    api: str  # "vertex" or "gemini"
+    scheme: str
+    host: str
+    port: int
+    base_path: str  # up to and including "models/{model}"
+    auth: Auth
+    route_type: str = "llm/v1/chat"
+    max_tokens: int | None = None
+    log_statistics: bool = False
+    log_payloads: bool = False
+    input_cost: float | None = None
+    output_cost: float | None = None
+    index: int = 0
+
+    @property
+    def profile(self) -> ModelProfile:
+        return ModelProfile(name=self.model, api=self.api, max_tokens=self.max_tokens)
+
+    def upstream_uri(self, action: str) -> str:
+        """Path and query of an upstream call, as logged (never with an API key)."""
+        uri = f"{self.base_path}:{_ACTIONS[action]}"
+        if action == "stream":
+            uri += "?alt=sse"
+        return uri
+
+    def url(self, action: str) -> str:
+        """The full URL of an upstream call, an API key included when it goes in the query."""
+        default_port = 443 if self.scheme == "https" else 80
+        netloc = self.host if self.port == default_port else f"{self.host}:{self.port}"
+        uri = self.upstream_uri(action)
+        if self.auth.kind == "api_key" and self.auth.param_name and self.auth.param_location != "body":
+            uri += ("&" if "?" in uri else "?") + urlencode({self.auth.param_name: self.auth.secret})
+        return f"{self.scheme}://{netloc}{uri}"
+
+
+class TargetError(ValueError):
+    """A target the gateway cannot serve; the message names the field, not its value."""
+
+
+def target_from_config(config: Mapping[str, Any], index: int) -> Target:
+    """Build a :class:`Target` from one validated ``targets[]`` entry."""
+    model = config["model"]
+    options = model.get("options") or {}
+    provider = model.get("provider")
+    if provider != "gemini":
+        raise TargetError(
+            f"targets[{index}].model.provider: {provider!r} is not supported yet (only 'gemini')"
+        )
+    name = model.get("name")
+    if not name:
+        raise TargetError(f"targets[{index}].model.name is required for the gemini provider")
+    gemini = options.get("gemini") or {}
+    auth = _auth(config.get("auth") or {}, index)
+    upstream_url = options.get("upstream_url")
+    if gemini.get("project_id") or gemini.get("api_endpoint") and auth.kind != "api_key":
+        api = "vertex"
+        for key in ("api_endpoint", "project_id", "location_id"):
+            if not gemini.get(key):
+                raise TargetError(
+                    f"targets[{index}].model.options.gemini.{key} is required for Vertex AI"
+                )
+        scheme, host, port = _endpoint(gemini["api_endpoint"])
+        base_path = (
+            f"/v1/projects/{quote(gemini['project_id'], safe='')}"
+            f"/locations/{quote(gemini['location_id'], safe='')}"
+            f"/publishers/google/models/{quote(name, safe='.-_')}"
+        )
+    else:
+        api = "gemini"
+        scheme, host, port = _endpoint(gemini.get("api_endpoint") or GEMINI_API_HOST)
+        base_path = f"/v1beta/models/{quote(name, safe='.-_')}"
+        if auth.kind != "api_key":
+            raise TargetError(
+                f"targets[{index}].auth: the Gemini API needs an API key "
+                "(header_name/header_value or param_name/param_value)"
+            )
+    if upstream_url:
+        scheme, host, port = _endpoint(upstream_url)
+        path = urlsplit(upstream_url).path.rstrip("/")
+        if path:
+            base_path = path + base_path
+    logging = config.get("logging") or {}
+    return Target(
+        model=name,
+        api=api,
+        scheme=scheme,
+        host=host,
+        port=port,
+        base_path=base_path,
+        auth=auth,
+        route_type=config.get("route_type") or "llm/v1/chat",
+        max_tokens=options.get("max_tokens"),
+        log_statistics=bool(logging.get("log_statistics")),
+        log_payloads=bool(logging.get("log_payloads")),
+        input_cost=options.get("input_cost"),
+        output_cost=options.get("output_cost"),
+        index=index,
+    )
+
+
+def _auth(auth: Mapping[str, Any], index: int) -> Auth:
+    if auth.get("header_value") and auth.get("header_name"):
+        return Auth("api_key", auth["header_value"], header_name=auth["header_name"])
+    if auth.get("param_value") and auth.get("param_name"):
+        return Auth(
+            "api_key",
+            auth["param_value"],
+            param_name=auth["param_name"],
+            param_location=auth.get("param_location") or "query",
+        )
+    key_json = auth.get("gcp_service_account_json")
+    if auth.get("gcp_use_service_account") or key_json:
+        if key_json and not key_json.lstrip().startswith("{"):
+            # The seed stores the key in DECK_GEMINI_API_KEY; someone who put a
+            # plain API key there gets what they meant: an API-key call.
+            return Auth("api_key", key_json.strip(), header_name="x-goog-api-key")
+        if key_json:
+            return Auth("service_account", key_json)
+        return Auth("adc")
+    raise TargetError(
+        f"targets[{index}].auth: set gcp_use_service_account (with gcp_service_account_json, "
+        "or Application Default Credentials) or an API key"
+    )
+
+
+def _endpoint(endpoint: str) -> tuple[str, str, int]:
+    if "://" not in endpoint:
+        endpoint = "https://" + endpoint
+    parts = urlsplit(endpoint)
+    scheme = parts.scheme or "https"
+    port = parts.port or (443 if scheme == "https" else 80)
+    return scheme, parts.hostname or "", port

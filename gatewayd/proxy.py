@@ -1,0 +1,385 @@
+"""ai-proxy-advanced with ``llm_format: anthropic``: the Messages API on Gemini.
+
+The resources here are the edge: they read the client's request, ask the pure
+translator for a Gemini body, call the target with treq, and translate the
+answer (or stream) back.  Everything a request did is noted on its
+:class:`~gatewayd.exchange.Exchange` for the log record.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import string
+from typing import Any, Mapping
+
+from attrs import define
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.iweb import IResponse
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+import treq
+from treq.client import HTTPClient
+
+from gatewayd import errors
+from gatewayd.exchange import Exchange
+from gatewayd.providers.auth import CredentialsError, TokenSource
+from gatewayd.providers.gemini import Target
+from gatewayd.stream import SSEBridge
+from gatewayd.translate import (
+    Prepared,
+    StreamTranslator,
+    TranslationError,
+    count_tokens_body,
+    count_tokens_from_gemini,
+    encode_event,
+    message_from_gemini,
+    prepare,
+)
+
+#: Anthropic's own limit on a Messages request body.
+MAX_BODY = 32 * 1024 * 1024
+
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def message_id() -> str:
+    return "msg_" + "".join(secrets.choice(_ALPHABET) for _ in range(24))
+
+
+@define
+class AIProxy:
+    """One ai-proxy-advanced plugin instance, as configured for one snapshot."""
+
+    plugin_id: str
+    targets: tuple[Target, ...]
+    client: HTTPClient
+    tokens: Mapping[str, TokenSource]
+    reactor: IReactorTime
+    read_timeout: float = 60.0
+
+    log = Logger()
+
+    def choose(self) -> Target:
+        """The target for the next request (the balancer grows from here)."""
+        return self.targets[0]
+
+    async def messages(self, request: Request, exchange: Exchange) -> None:
+        body = _read_json(request)
+        target = self.choose()
+        try:
+            prepared = prepare(body, target.profile)
+        except TranslationError as error:
+            raise errors.invalid_request(str(error)) from None
+        if prepared.dropped_tools:
+            exchange.notes.append("tools left out: " + ", ".join(prepared.dropped_tools))
+        action = "stream" if prepared.stream else "generate"
+        self._note_attempt(exchange, target, action, prepared)
+        if target.log_payloads:
+            exchange.ai_payload = {"request": request_body(request).decode("utf-8", "replace")}
+        response = await self._call(request, exchange, target, action, prepared.body)
+        if prepared.stream:
+            await self._stream(request, exchange, target, prepared, response)
+        else:
+            raw = await self._read(response, exchange)
+            self._check(response, raw)
+            data = json.loads(raw)
+            message = message_from_gemini(data, prepared, message_id=message_id(), model=target.model)
+            self._note_usage(exchange, target, message["usage"], data.get("modelVersion"))
+            if exchange.ai_payload is not None:
+                exchange.ai_payload["response"] = json.dumps(message)
+            _respond_json(request, 200, message)
+
+    async def count_tokens(self, request: Request, exchange: Exchange) -> None:
+        body = _read_json(request)
+        target = self.choose()
+        try:
+            gemini_body = count_tokens_body(body, target.profile)
+        except TranslationError as error:
+            raise errors.invalid_request(str(error)) from None
+        self._note_attempt(exchange, target, "count", None)
+        response = await self._call(request, exchange, target, "count", gemini_body)
+        raw = await self._read(response, exchange)
+        self._check(response, raw)
+        _respond_json(request, 200, count_tokens_from_gemini(json.loads(raw)))
+
+    async def _call(
+        self, request: Request, exchange: Exchange, target: Target, action: str, body: dict[str, Any]
+    ) -> IResponse:
+        headers = {"Content-Type": "application/json", "User-Agent": "gatewayd/0.1"}
+        headers.update(await self._credentials(target))
+        exchange.proxy_started = self.reactor.seconds()
+        pending: Deferred[IResponse] = self.client.post(
+            target.url(action),
+            data=json.dumps(body, ensure_ascii=False).encode("utf-8"),
+            headers=headers,
+            unbuffered=True,
+        )
+        pending.addTimeout(self.read_timeout, self.reactor)
+        request.notifyFinish().addErrback(lambda _: pending.cancel())
+        try:
+            response = await pending
+        except TimeoutError:
+            raise errors.APIError(504, "api_error", "upstream did not answer in time") from None
+        except CancelledError:
+            raise _ClientGone() from None
+        except Exception as error:
+            self.log.warn(
+                "upstream call to {host} failed: {error}", host=target.host, error=repr(error)
+            )
+            raise errors.APIError(502, "api_error", f"upstream unreachable: {target.host}") from None
+        exchange.tried_targets[-1]["ip"] = _peer_ip(response)
+        return response
+
+    async def _credentials(self, target: Target) -> dict[str, str]:
+        auth = target.auth
+        if auth.kind == "api_key":
+            if auth.header_name:
+                return {auth.header_name: auth.secret or ""}
+            return {}
+        try:
+            token = await self.tokens[auth.identity()].token()
+        except CredentialsError as error:
+            raise errors.APIError(500, "api_error", f"gateway credentials: {error}") from None
+        return {"Authorization": f"Bearer {token}"}
+
+    async def _read(self, response: IResponse, exchange: Exchange) -> bytes:
+        raw = await treq.content(response)
+        exchange.proxy_finished = self.reactor.seconds()
+        return raw
+
+    def _check(self, response: IResponse, raw: bytes) -> None:
+        if response.code != 200:
+            raise errors.from_upstream(response.code, raw)
+
+    async def _stream(
+        self,
+        request: Request,
+        exchange: Exchange,
+        target: Target,
+        prepared: Prepared,
+        response: IResponse,
+    ) -> None:
+        if response.code != 200:
+            self._check(response, await self._read(response, exchange))
+        translator = StreamTranslator(prepared, message_id=message_id(), model=target.model)
+        first_chunk: list[float] = []
+        bridge = SSEBridge(
+            request, translator, self.reactor, lambda: first_chunk.append(self.reactor.seconds())
+        )
+        request.setResponseCode(200)
+        request.setHeader("content-type", "text/event-stream; charset=utf-8")
+        request.setHeader("cache-control", "no-cache")
+        request.notifyFinish().addErrback(lambda _: bridge.client_gone())
+        response.deliverBody(bridge)
+        await bridge.done
+        exchange.proxy_finished = self.reactor.seconds()
+        if bridge.error is not None:
+            exchange.tried_targets[-1]["error"] = bridge.error.message
+        self._note_usage(
+            exchange,
+            target,
+            translator.usage,
+            None,
+            first_token=first_chunk[0] if first_chunk else None,
+        )
+
+    def _note_attempt(
+        self, exchange: Exchange, target: Target, action: str, prepared: Prepared | None
+    ) -> None:
+        exchange.upstream_uri = target.upstream_uri(action)
+        exchange.ai_log_statistics = target.log_statistics
+        exchange.tried_targets.append(
+            {
+                "provider": "gemini",
+                "model": target.model,
+                "port": target.port,
+                "upstream_scheme": target.scheme,
+                "host": target.host,
+                "upstream_uri": target.upstream_uri(action),
+                "route_type": target.route_type,
+                "ip": None,
+            }
+        )
+        exchange.ai_meta = {
+            "request_model": target.model,
+            "request_mode": "stream" if prepared is not None and prepared.stream else "oneshot",
+            "response_model": target.model,
+            "provider_name": "gemini",
+            "llm_latency": None,
+            "plugin_id": self.plugin_id,
+        }
+
+    def _note_usage(
+        self,
+        exchange: Exchange,
+        target: Target,
+        usage: Mapping[str, Any],
+        response_model: str | None,
+        first_token: float | None = None,
+    ) -> None:
+        assert exchange.ai_meta is not None and exchange.proxy_started is not None
+        finished = exchange.proxy_finished or self.reactor.seconds()
+        latency = round((finished - exchange.proxy_started) * 1000)
+        exchange.ai_meta["llm_latency"] = latency
+        if response_model:
+            exchange.ai_meta["response_model"] = response_model
+        prompt = (
+            usage.get("input_tokens", 0)
+            + usage.get("cache_read_input_tokens", 0)
+            + usage.get("cache_creation_input_tokens", 0)
+        )
+        completion = usage.get("output_tokens", 0)
+        ttft = latency if first_token is None else round((first_token - exchange.proxy_started) * 1000)
+        cost = 0
+        if target.input_cost is not None or target.output_cost is not None:
+            cost = (prompt * (target.input_cost or 0) + completion * (target.output_cost or 0)) / 1e6
+        exchange.ai_usage = {
+            "completion_tokens": completion,
+            "completion_tokens_details": {},
+            "total_tokens": prompt + completion,
+            "cost": cost,
+            "time_per_token": latency / completion if completion else 0,
+            "time_to_first_token": ttft,
+            "prompt_tokens": prompt,
+            "prompt_tokens_details": (
+                {"cached_tokens": usage["cache_read_input_tokens"]}
+                if usage.get("cache_read_input_tokens")
+                else {}
+            ),
+        }
+
+
+class _ClientGone(Exception):
+    """The client left before the upstream answered; there is no one to answer."""
+
+
+def request_body(request: Request) -> bytes:
+    """The whole request body (Twisted keeps large ones in a temporary file)."""
+    if request.content is None:
+        return b""
+    request.content.seek(0)
+    return request.content.read()
+
+
+def _read_json(request: Request) -> dict[str, Any]:
+    raw = request_body(request)
+    if len(raw) > MAX_BODY:
+        raise errors.APIError(413, "request_too_large", f"request body exceeds {MAX_BODY} bytes")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise errors.invalid_request(f"request body is not valid JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise errors.invalid_request("request body must be a JSON object")
+    return body
+
+
+def _respond_json(request: Request, status: int, body: Mapping[str, Any]) -> None:
+    data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+    request.setResponseCode(status)
+    request.setHeader("content-type", "application/json")
+    request.setHeader("content-length", str(len(data)))
+    request.write(data)
+    request.finish()
+
+
+def respond_error(request: Request, error: errors.APIError) -> None:
+    """Answer with an Anthropic error body, if the client is still there to hear it."""
+    exchange: Exchange | None = getattr(request, "gatewayd_exchange", None)
+    if request.finished or (exchange is not None and exchange.client_gone):
+        return
+    for name, value in error.headers:
+        request.setHeader(name, value)
+    if request.startedWriting:
+        # The stream has begun: Anthropic reports such faults as an SSE error event.
+        request.write(encode_event("error", error.body()))
+        request.finish()
+        return
+    request.setHeader("x-should-retry", "true" if error.status >= 500 or error.status == 429 else "false")
+    _respond_json(request, error.status, error.body())
+
+
+def _peer_ip(response: IResponse) -> str | None:
+    # Twisted exposes the connection only through the response's private
+    # transport proxy; the IP is worth the peek, since Kong logs it.
+    transport = getattr(getattr(response, "original", response), "_transport", None)
+    producer = getattr(transport, "_producer", None)
+    try:
+        return producer.getPeer().host  # type: ignore[union-attr]
+    except AttributeError:
+        return None
+
+
+class AIResource(Resource):
+    """Base of the Messages endpoints: runs a coroutine handler per POST."""
+
+    isLeaf = False
+    log = Logger()
+
+    def __init__(self, proxy: AIProxy, handler: str) -> None:
+        super().__init__()
+        self.proxy = proxy
+        self.handler = handler
+
+    def render_POST(self, request: Request) -> object:
+        exchange: Exchange = request.gatewayd_exchange  # type: ignore[attr-defined]
+        Deferred.fromCoroutine(self._run(request, exchange))
+        return NOT_DONE_YET
+
+    def render(self, request: Request) -> object:
+        if request.method == b"POST":
+            return self.render_POST(request)
+        request.setHeader("allow", "POST")
+        respond_error(request, errors.APIError(405, "invalid_request_error", "Method Not Allowed: use POST"))
+        return NOT_DONE_YET
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return NotFound()
+
+    async def _run(self, request: Request, exchange: Exchange) -> None:
+        try:
+            await getattr(self.proxy, self.handler)(request, exchange)
+        except errors.APIError as error:
+            if exchange.tried_targets:
+                exchange.tried_targets[-1].setdefault("error", error.message)
+            respond_error(request, error)
+        except _ClientGone:
+            pass
+        except Exception:
+            self.log.failure("unexpected error serving {uri}", uri=request.uri.decode("latin-1"))
+            respond_error(request, errors.APIError(500, "api_error", "internal gateway error"))
+
+
+class NotFound(Resource):
+    """A path under an AI route that the Messages API does not have."""
+
+    isLeaf = True
+
+    def render(self, request: Request) -> object:
+        respond_error(
+            request,
+            errors.not_found(f"{request.method.decode()} {request.path.decode('latin-1')} is not an endpoint of this gateway"),
+        )
+        return NOT_DONE_YET
+
+
+class Directory(Resource):
+    """An inner node of the tree whose unknown children answer Anthropic's 404."""
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return NotFound()
+
+    def render(self, request: Request) -> object:
+        return NotFound().render(request)
+
+
+def messages_tree(proxy: AIProxy) -> dict[bytes, Resource]:
+    """The children an AI route's resource gets: ``v1/messages`` and below."""
+    v1 = Directory()
+    messages = AIResource(proxy, "messages")
+    messages.putChild(b"count_tokens", AIResource(proxy, "count_tokens"))
+    v1.putChild(b"messages", messages)
+    return {b"v1": v1}

@@ -1,0 +1,121 @@
+"""The stream pipeline: an upstream Gemini SSE body, translated, to one client.
+
+:class:`SSEBridge` is the ``Protocol`` handed to the upstream response's
+``deliverBody``.  It registers the upstream transport as the push producer of
+the client's request, so when the client reads slowly Twisted pauses the
+upstream socket, and nothing piles up in memory.  The translation itself is
+the pure :class:`gatewayd.translate.StreamTranslator`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.server import Request
+
+from gatewayd import errors
+from gatewayd.translate import GeminiSSEDecoder, StreamTranslator, encode_event
+
+
+class SSEBridge(Protocol):
+    """Translates one upstream stream into Anthropic SSE events on ``request``.
+
+    ``done`` fires with None once the client's response is finished (or the
+    client has gone), and the outcome is readable from ``error`` and from the
+    translator's usage.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        request: Request,
+        translator: StreamTranslator,
+        reactor: IReactorTime,
+        on_first_chunk: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.request = request
+        self.translator = translator
+        self.reactor = reactor
+        self.done: Deferred[None] = Deferred()
+        self.error: errors.APIError | None = None
+        self._decoder = GeminiSSEDecoder()
+        self._on_first_chunk = on_first_chunk
+        self._seen_chunk = False
+        self._closed = False
+        self._client_gone = False
+
+    def connectionMade(self) -> None:
+        self.request.registerProducer(self.transport, True)
+        self._send(self.translator.start())
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closed:
+            return
+        try:
+            chunks = self._decoder.feed(data)
+        except ValueError as error:
+            self._abort(errors.APIError(502, "api_error", f"upstream sent a malformed stream: {error}"))
+            return
+        events: list[tuple[str, dict[str, Any]]] = []
+        for chunk in chunks:
+            if "error" in chunk:
+                self._send(events)
+                self._abort(errors.from_upstream(_status(chunk), json.dumps(chunk).encode()))
+                return
+            if not self._seen_chunk:
+                self._seen_chunk = True
+                self._on_first_chunk()
+            events.extend(self.translator.feed(chunk))
+        self._send(events)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if not self._closed:
+            if reason.check(ResponseDone, PotentialDataLoss) and self.translator.stop_reason:
+                self._send(self.translator.finish())
+            elif reason.check(ResponseDone, PotentialDataLoss):
+                self.error = errors.APIError(
+                    502, "api_error", "upstream stream ended before its final chunk"
+                )
+                self._send([("error", self.error.body())])
+            else:
+                self.error = errors.APIError(
+                    502, "api_error", f"upstream connection lost: {reason.getErrorMessage()}"
+                )
+                self._send([("error", self.error.body())])
+            self._closed = True
+        if not self._client_gone:
+            self.request.unregisterProducer()
+            self.request.finish()
+        self.done.callback(None)
+
+    def client_gone(self) -> None:
+        """The client disconnected: drop the upstream at once to free its connection."""
+        self._client_gone = True
+        self._closed = True
+        if self.transport is not None:
+            self.transport.stopProducing()
+
+    def _abort(self, error: errors.APIError) -> None:
+        """Report ``error`` to the client mid-stream and stop reading the upstream."""
+        self.error = error
+        self._send([("error", error.body())])
+        self._closed = True
+        self.transport.stopProducing()
+
+    def _send(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        if events and not self._client_gone:
+            self.request.write(b"".join(encode_event(name, data) for name, data in events))
+
+
+def _status(chunk: dict[str, Any]) -> int:
+    code = chunk.get("error", {}).get("code") if isinstance(chunk.get("error"), dict) else None
+    return code if isinstance(code, int) else 500
