@@ -1,0 +1,264 @@
+"""The fake's deterministic scripted "model".
+
+It reads only the **last user content** of a (validated, lowerCamelCase) request — the last
+content whose role is ``user`` or unset — and answers:
+
+(a) If that content holds ``functionResponse`` parts: the text
+    ``"Tool results: " + "; ".join(f"{name} {json.dumps(response)[:200]}")``, one entry per
+    response in order (``json.dumps`` with its default separators, ``ensure_ascii=False``).
+(b) Else, if its text (the text parts joined by newlines) holds directives
+    ``[[call NAME {json args}]]`` (args optional, default ``{}``) whose NAME is a declared
+    function: one model content with those function calls (parallel calls when several).
+    Undeclared names are ignored.  Failing that, the phrase ``read the file PATH``
+    (case-insensitive; PATH runs to whitespace or a quote, optional opening quote, trailing
+    ``.,;:!?)`` stripped) when a function named ``Read`` is declared: ``Read {"file_path": PATH}``.
+(c) Else text: a fixed three-sentence paragraph about Anna Komnene and the Alexiad when the text
+    mentions "Alexiad" (any case), otherwise ``"Echo: "`` + the last 200 characters of the text
+    with every ``[[...]]`` directive removed and surrounding whitespace stripped.
+
+More directives in that text:
+
+- ``[[fail CODE]]``: answer HTTP CODE with Google's error body (429 RESOURCE_EXHAUSTED carries a
+  ``RetryInfo`` detail with ``retryDelay`` "12s"; 400, 500, 503, 504, ... their canned messages).
+- ``[[chunks N]]``: a stream carries the text in N chunks (default: the server's --stream-chunks).
+- ``[[stream-error CODE]]``: a stream sends its content chunks, then ends with
+  ``data: {"error": {...}}`` instead of the final chunk (non-streaming calls answer normally).
+
+When ``generationConfig.thinkingConfig.includeThoughts`` is true the content starts with a thought
+part ``{"text": THOUGHT, "thought": true}``.  Gemini 3 models put a ``thoughtSignature`` (opaque
+base64 that the server remembers, see ``sign``) on the first functionCall part, or else on the
+last text part; Gemini 2.x never sends one.
+
+Usage: ``promptTokenCount`` = len(request JSON) // 4 (at least 1), ``candidatesTokenCount`` =
+ceil(len(answer text or JSON-encoded calls) / 4) so far, ``thoughtsTokenCount`` when there is a
+thought, ``totalTokenCount`` their sum; on every stream chunk.  Streams: optional thought chunk,
+the text in N chunks (calls: one chunk with all calls), then a last chunk with only
+``finishReason: STOP`` and usage and no parts.
+"""
+
+import json
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+from attrs import frozen
+
+from . import catalog
+from .errors import Rejected, canned
+
+ALEXIAD = (
+    "Anna Komnene (1083-1153?) was a Byzantine princess, scholar, physician, hospital administrator, "
+    "and historian. She is known for writing the Alexiad, a historical account of the reign of her "
+    "father, Emperor Alexios I Komnenos (r. 1081-1118). The Alexiad is a valuable primary source for "
+    "understanding Byzantine history and the First Crusade."
+)
+THOUGHT = "**Considering the request**\n\nI am working out how best to answer the last message."
+
+_DIRECTIVE = re.compile(r"\[\[.*?\]\]", re.S)
+_FAIL = re.compile(r"\[\[fail\s+(\d{3})\]\]")
+_STREAM_ERROR = re.compile(r"\[\[stream-error\s+(\d{3})\]\]")
+_CHUNKS = re.compile(r"\[\[chunks\s+(\d+)\]\]")
+_CALL = re.compile(r"\[\[call\s+([^\s\]]+)\s*")
+_READ = re.compile(r"read the file\s+[\"'`]?([^\s\"'`]+)", re.I)
+
+
+@frozen
+class Reply:
+    """What the model says: content parts, or an error; plus stream hints."""
+
+    parts: tuple[dict[str, Any], ...] = ()
+    error: Rejected | None = None
+    chunks: int | None = None
+    stream_error: int | None = None
+
+
+def last_user_content(request: dict[str, Any]) -> dict[str, Any]:
+    for content in reversed(request.get("contents", [])):
+        if content.get("role", "") in ("", "user"):
+            return content
+    return {"parts": []}
+
+
+def user_text(content: dict[str, Any]) -> str:
+    return "\n".join(
+        part["text"] for part in content.get("parts", []) if "text" in part and not part.get("thought")
+    )
+
+
+def declared_functions(request: dict[str, Any]) -> set[str]:
+    return {
+        decl.get("name", "")
+        for tool in request.get("tools", [])
+        for decl in tool.get("functionDeclarations", [])
+    }
+
+
+def parse_calls(text: str, declared: set[str]) -> list[dict[str, Any]]:
+    """The ``[[call NAME {args}]]`` directives of ``text`` naming declared functions."""
+    calls = []
+    decoder = json.JSONDecoder()
+    for match in _CALL.finditer(text):
+        name, position, args = match.group(1), match.end(), {}
+        if text.startswith("{", position):
+            try:
+                args, position = decoder.raw_decode(text, position)
+            except json.JSONDecodeError:
+                continue
+        if not text[position:].lstrip().startswith("]]"):
+            continue
+        if name in declared and isinstance(args, dict):
+            calls.append({"name": name, "args": args})
+    return calls
+
+
+def read_file_call(text: str, declared: set[str]) -> list[dict[str, Any]]:
+    match = _READ.search(text)
+    if "Read" not in declared or match is None:
+        return []
+    path = match.group(1).rstrip(".,;:!?)")
+    return [{"name": "Read", "args": {"file_path": path}}] if path else []
+
+
+def answer_text(content: dict[str, Any]) -> str:
+    responses = [part["functionResponse"] for part in content.get("parts", []) if "functionResponse" in part]
+    if responses:
+        return "Tool results: " + "; ".join(
+            f"{response.get('name', '')} {json.dumps(response.get('response', {}), ensure_ascii=False)[:200]}"
+            for response in responses
+        )
+    text = user_text(content)
+    if "alexiad" in text.lower():
+        return ALEXIAD
+    return "Echo: " + _DIRECTIVE.sub("", text).strip()[-200:]
+
+
+def script(request: dict[str, Any], *, model: str, sign: Callable[[], str]) -> Reply:
+    """Decide the answer to ``request``; ``sign()`` issues a new thought signature."""
+    content = last_user_content(request)
+    text = user_text(content)
+    fail = _FAIL.search(text)
+    if fail:
+        return Reply(error=canned(int(fail.group(1))))
+    chunks = _CHUNKS.search(text)
+    stream_error = _STREAM_ERROR.search(text)
+    thinking = request.get("generationConfig", {}).get("thinkingConfig", {})
+    parts: list[dict[str, Any]] = []
+    if thinking.get("includeThoughts"):
+        parts.append({"text": THOUGHT, "thought": True})
+    calls: list[dict[str, Any]] = []
+    if not any("functionResponse" in part for part in content.get("parts", [])):
+        declared = declared_functions(request)
+        calls = parse_calls(text, declared) or read_file_call(text, declared)
+    if calls:
+        parts.extend({"functionCall": call} for call in calls)
+    else:
+        parts.append({"text": answer_text(content)})
+    if catalog.is_gemini3(model):
+        target = next((part for part in parts if "functionCall" in part), parts[-1])
+        target["thoughtSignature"] = sign()
+    return Reply(
+        parts=tuple(parts),
+        chunks=int(chunks.group(1)) if chunks else None,
+        stream_error=int(stream_error.group(1)) if stream_error else None,
+    )
+
+
+def _tokens(text: str) -> int:
+    return math.ceil(len(text) / 4)
+
+
+def _output(part: dict[str, Any]) -> str:
+    if "functionCall" in part:
+        return json.dumps(part["functionCall"])
+    return part.get("text", "")
+
+
+def usage(prompt_tokens: int, parts: list[dict[str, Any]], *, thoughts: int = 0) -> dict[str, int]:
+    candidates = _tokens("".join(_output(part) for part in parts if not part.get("thought")))
+    metadata = {"promptTokenCount": prompt_tokens, "candidatesTokenCount": candidates}
+    if thoughts:
+        metadata["thoughtsTokenCount"] = thoughts
+    metadata["totalTokenCount"] = prompt_tokens + candidates + thoughts
+    return metadata
+
+
+def _thought_tokens(reply: Reply) -> int:
+    return sum(_tokens(part["text"]) for part in reply.parts if part.get("thought"))
+
+
+def response(reply: Reply, *, envelope: dict[str, Any], prompt_tokens: int) -> dict[str, Any]:
+    """The whole ``generateContent`` answer.  ``envelope``: modelVersion, responseId, ..."""
+    return {
+        "candidates": [
+            {"content": {"role": "model", "parts": list(reply.parts)}, "finishReason": "STOP"}
+        ],
+        "usageMetadata": usage(prompt_tokens, list(reply.parts), thoughts=_thought_tokens(reply)),
+        **envelope,
+    }
+
+
+def split_text(text: str, count: int) -> list[str]:
+    count = max(1, min(count, len(text)))
+    bounds = [len(text) * index // count for index in range(count + 1)]
+    return [text[bounds[index] : bounds[index + 1]] for index in range(count)]
+
+
+def stream_chunks(
+    reply: Reply, *, envelope: dict[str, Any], prompt_tokens: int, chunks: int
+) -> list[dict[str, Any]]:
+    """The ``streamGenerateContent`` chunks; the last one has no parts, only finishReason and usage."""
+    pieces: list[list[dict[str, Any]]] = []
+    for part in reply.parts:
+        if part.get("thought") or "functionCall" in part:
+            if pieces and "functionCall" in part and "functionCall" in pieces[-1][0]:
+                pieces[-1].append(part)
+            else:
+                pieces.append([part])
+            continue
+        texts = split_text(part["text"], reply.chunks or chunks)
+        for index, piece in enumerate(texts):
+            chunk_part: dict[str, Any] = {"text": piece}
+            if index == len(texts) - 1 and "thoughtSignature" in part:
+                chunk_part["thoughtSignature"] = part["thoughtSignature"]
+            pieces.append([chunk_part])
+    thoughts = _thought_tokens(reply)
+    seen: list[dict[str, Any]] = []
+    out = []
+    for chunk_parts in pieces:
+        seen.extend(chunk_parts)
+        out.append(
+            {
+                "candidates": [{"content": {"role": "model", "parts": chunk_parts}}],
+                "usageMetadata": usage(prompt_tokens, seen, thoughts=thoughts),
+                **envelope,
+            }
+        )
+    out.append(
+        {
+            "candidates": [{"content": {"role": "model"}, "finishReason": "STOP"}],
+            "usageMetadata": usage(prompt_tokens, seen, thoughts=thoughts),
+            **envelope,
+        }
+    )
+    return out
+
+
+def count_tokens(request: dict[str, Any], api: str) -> dict[str, Any]:
+    """``countTokens``: len(JSON of what is counted) // 4; Vertex adds billable characters."""
+    counted = request.get("generateContentRequest", request)
+    counted = {key: value for key, value in counted.items() if key not in ("model", "endpoint", "instances")}
+    total = max(1, len(json.dumps(counted)) // 4)
+    if api == "gemini":
+        return {"totalTokens": total}
+    texts = [
+        part.get("text", "")
+        for content in [*counted.get("contents", []), counted.get("systemInstruction", {})]
+        for part in content.get("parts", [])
+    ]
+    billable = sum(len(re.sub(r"\s", "", text)) for text in texts)
+    return {
+        "totalTokens": total,
+        "totalBillableCharacters": billable,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": total}],
+    }
