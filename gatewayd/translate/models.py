@@ -1,0 +1,96 @@
+"""What the translator needs to know about the Gemini model it targets.
+
+Gemini generations differ in what they accept (output limit, thinking knobs, prefill); the
+profile derives those facts from the model name so the request builder never guesses.
+"""
+
+import re
+
+from attrs import frozen
+
+_VERSION = re.compile(r"gemini-(\d+)(?:\.(\d+))?")
+
+# Gemini 2.5 thinkingBudget ranges (inclusive); -1 asks for a dynamic budget.
+_BUDGET_PRO = (128, 32768)
+_BUDGET_FLASH = (0, 24576)
+_BUDGET_FLASH_LITE = (512, 24576)
+
+
+@frozen
+class ModelProfile:
+    """The target model: its name, which API serves it, and an optional operator output cap."""
+
+    name: str
+    api: str = "vertex"  # "vertex" (Vertex AI v1) or "gemini" (Gemini API v1beta)
+    max_tokens: int | None = None
+
+    @property
+    def model_id(self) -> str:
+        """The bare model id, without any ``publishers/google/models/`` style prefix."""
+        return self.name.rsplit("/", 1)[-1]
+
+    @property
+    def generation(self) -> tuple[int, int]:
+        """(major, minor) from the name; unknown names count as the newest generation we know."""
+        match = _VERSION.search(self.model_id)
+        if match is None:
+            return (3, 0)
+        return (int(match.group(1)), int(match.group(2) or 0))
+
+    @property
+    def family(self) -> str:
+        """"2.0", "2.5" or "3" (every 3.x behaves alike for translation)."""
+        major, minor = self.generation
+        if major >= 3:
+            return "3"
+        return "2.5" if (major, minor) >= (2, 5) else "2.0"
+
+    @property
+    def is_gemini3(self) -> bool:
+        return self.family == "3"
+
+    @property
+    def is_pro(self) -> bool:
+        return "-pro" in self.model_id
+
+    @property
+    def is_flash_lite(self) -> bool:
+        return "flash-lite" in self.model_id
+
+    @property
+    def supports_thinking(self) -> bool:
+        """gemini-2.0 rejects any thinkingConfig."""
+        return self.family != "2.0"
+
+    @property
+    def output_limit(self) -> int:
+        """The largest maxOutputTokens the model accepts."""
+        return 8192 if self.family == "2.0" else 65536
+
+    @property
+    def thinking_budget_range(self) -> tuple[int, int]:
+        """Gemini 2.5's accepted thinkingBudget range (2.5-pro cannot turn thinking off)."""
+        if self.is_pro:
+            return _BUDGET_PRO
+        if self.is_flash_lite:
+            return _BUDGET_FLASH_LITE
+        return _BUDGET_FLASH
+
+    @property
+    def thinking_levels(self) -> tuple[str, ...]:
+        """Gemini 3 thinkingLevel values, lowest first (Pro has no MINIMAL or MEDIUM)."""
+        if self.is_pro:
+            return ("LOW", "HIGH")
+        return ("MINIMAL", "LOW", "MEDIUM", "HIGH")
+
+    @property
+    def accepts_prefill(self) -> bool:
+        """Whether a request may end in a model turn (3.5-flash-lite and 3.6+ flash reject it)."""
+        if not self.is_gemini3:
+            return True
+        version = self.generation
+        if self.is_flash_lite:
+            return version < (3, 5)
+        if "flash" in self.model_id:
+            return version < (3, 6)
+        return True

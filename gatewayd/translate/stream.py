@@ -1,0 +1,365 @@
+"""Gemini ``streamGenerateContent?alt=sse`` -> Anthropic Messages stream events, sans I/O.
+
+``GeminiSSEDecoder`` turns bytes into chunk dicts; ``StreamTranslator`` turns chunk dicts into
+``(event, data)`` pairs. A non-streaming answer is the same translation fed one chunk
+(``response.message_from_gemini``), so both paths agree on blocks and stop reasons.
+
+Stop sequences: Gemini stops at the first five and strips the matched sequence from the text,
+without saying which one (or that one matched at all). So (1) every client sequence found in
+the text is honoured here exactly: text is cut before it, a short tail is held back while
+streaming so a sequence split across chunks is caught; (2) when Gemini reports STOP, no tool
+was called and sequences were sent, an answer that is empty or does not end the way a finished
+answer does (sentence punctuation, a closing bracket/quote/backtick, a newline) is taken as
+stopped by a sequence: the first one sent, the only guess available.
+"""
+
+import json
+import secrets
+import string
+from collections.abc import Callable
+
+from .errors import TranslationError
+from .request import SIGNATURE_NEXT, SIGNATURE_THOUGHT, MAX_STOP_SEQUENCES, Prepared
+
+Event = tuple[str, dict]
+
+_BASE62 = string.ascii_letters + string.digits
+REFUSAL_REASONS = frozenset(
+    {
+        "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION",
+    }
+)
+# Gemini ends the turn without a usable call; the client gets a note instead of silence.
+_BROKEN_CALL_REASONS = frozenset({"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS"})
+_NATURAL_END = frozenset(".!?\u2026)]}>\"'`*:;\n\u3002\uff01\uff1f\u300d\u300f")
+
+
+def new_tool_id() -> str:
+    """A fresh Anthropic-style tool_use id (Gemini's calls carry none on Vertex v1)."""
+    return "toolu_" + "".join(secrets.choice(_BASE62) for _ in range(24))
+
+
+def usage_from_gemini(usage_metadata: dict) -> dict:
+    """Gemini usageMetadata -> Anthropic usage; cached prompt tokens are cache reads."""
+    prompt = usage_metadata.get("promptTokenCount") or 0
+    cached = usage_metadata.get("cachedContentTokenCount") or 0
+    output = (usage_metadata.get("candidatesTokenCount") or 0) + (
+        usage_metadata.get("thoughtsTokenCount") or 0
+    )
+    return {
+        "input_tokens": max(prompt - cached, 0),
+        "output_tokens": output,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": cached,
+    }
+
+
+def encode_event(event: str, data: dict) -> bytes:
+    """One Anthropic SSE event on the wire."""
+    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return f"event: {event}\ndata: {payload}\n\n".encode()
+
+
+def guess_stop_sequence(text: str, sent: tuple[str, ...]) -> str | None:
+    """The sequence Gemini most likely stopped at, for a STOP answer ending in ``text``."""
+    if not sent:
+        return None
+    last = text.rstrip(" \t")[-1:] if text.strip(" \t") else ""
+    if text and (last in _NATURAL_END or (last and not last.isascii() and not last.isalnum())):
+        return None
+    return sent[0]
+
+
+class GeminiSSEDecoder:
+    """Server-sent events (``data: {json}`` + blank line, CRLF or LF) -> chunk dicts.
+
+    Any split of the byte stream gives the same chunks: only complete lines are read, and a
+    CR at the end of the buffer waits for the byte after it.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._data: list[bytes] = []
+
+    def feed(self, data: bytes) -> list[dict]:
+        buffer = self._buffer + data if self._buffer else data
+        chunks: list[dict] = []
+        start = 0
+        end = len(buffer)
+        while start < end:
+            lf = buffer.find(b"\n", start)
+            cr = buffer.find(b"\r", start, lf if lf >= 0 else end)
+            if cr >= 0:
+                if cr + 1 == end:
+                    break  # CR may be the first half of CRLF
+                stop = cr
+                start_next = cr + 2 if buffer[cr + 1 : cr + 2] == b"\n" else cr + 1
+            elif lf >= 0:
+                stop = lf
+                start_next = lf + 1
+            else:
+                break
+            self._line(buffer[start:stop], chunks)
+            start = start_next
+        self._buffer = buffer[start:]
+        return chunks
+
+    def close(self) -> list[dict]:
+        """End of stream: an event not followed by a blank line still counts."""
+        chunks: list[dict] = []
+        if self._buffer:
+            self._line(self._buffer.rstrip(b"\r"), chunks)
+            self._buffer = b""
+        self._line(b"", chunks)
+        return chunks
+
+    def _line(self, line: bytes, chunks: list[dict]) -> None:
+        if not line:
+            if self._data:
+                text = b"\n".join(self._data)
+                self._data = []
+                try:
+                    chunk = json.loads(text)
+                except ValueError as e:
+                    raise TranslationError("stream", f"invalid JSON in an upstream event: {e}") from None
+                if not isinstance(chunk, dict):
+                    raise TranslationError("stream", "upstream event is not a JSON object")
+                chunks.append(chunk)
+            return
+        if line.startswith(b"data:"):
+            value = line[5:]
+            self._data.append(value[1:] if value.startswith(b" ") else value)
+        # Comments (":...") and other fields (event:, id:, retry:) carry nothing for us.
+
+
+class StreamTranslator:
+    """Gemini response chunks -> Anthropic stream events, in order.
+
+    ``feed`` starts the message itself if ``start`` was not called first (then message_start
+    carries the prompt token count of the first chunk).
+    """
+
+    def __init__(
+        self,
+        prepared: Prepared,
+        *,
+        message_id: str,
+        model: str,
+        new_tool_id: Callable[[], str] = new_tool_id,
+    ) -> None:
+        self._prepared = prepared
+        self._message_id = message_id
+        self._model = model
+        self._new_tool_id = new_tool_id
+        self._sequences = prepared.stop_sequences
+        self._hold = max((len(s) for s in self._sequences), default=1) - 1
+        self._started = False
+        self._finished = False
+        self._index = -1
+        self._open: str | None = None  # "text" | "thinking" while a block is open
+        self._signed = False  # the open thinking block has its signature
+        self._tail = ""  # text held back while looking for stop sequences
+        self._last_text = ""  # the end of the answer's visible text so far
+        self._usage_metadata: dict = {}
+        self._finish_reason: str | None = None
+        self._finish_message: str | None = None
+        self._block_reason: str | None = None
+        self._tool_used = False
+        self._matched: str | None = None  # stop sequence found in the text
+        self.stop_reason: str | None = None
+        self.stop_sequence: str | None = None
+
+    @property
+    def usage(self) -> dict:
+        return usage_from_gemini(self._usage_metadata)
+
+    def start(self) -> list[Event]:
+        if self._started:
+            return []
+        self._started = True
+        usage = self.usage
+        usage["output_tokens"] = max(usage["output_tokens"], 1)
+        message = {
+            "id": self._message_id,
+            "type": "message",
+            "role": "assistant",
+            "model": self._model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": usage,
+        }
+        return [("message_start", {"type": "message_start", "message": message}), ("ping", {"type": "ping"})]
+
+    def feed(self, chunk: dict) -> list[Event]:
+        events = [] if self._started else self._start_after(chunk)
+        usage = chunk.get("usageMetadata")
+        if isinstance(usage, dict):
+            self._usage_metadata = usage
+        feedback = chunk.get("promptFeedback")
+        if isinstance(feedback, dict) and feedback.get("blockReason"):
+            self._block_reason = feedback["blockReason"]
+        candidates = chunk.get("candidates")
+        if not candidates:
+            return events
+        candidate = candidates[0]
+        content = candidate.get("content")
+        parts = content.get("parts") if isinstance(content, dict) else None
+        if parts and self._matched is None:
+            for part in parts:
+                self._part(part, events)
+                if self._matched is not None:
+                    break
+        if candidate.get("finishReason"):
+            self._finish_reason = candidate["finishReason"]
+            self._finish_message = candidate.get("finishMessage")
+        return events
+
+    def finish(self) -> list[Event]:
+        """Close the open block and end the message; call once, after the last chunk."""
+        if self._finished:
+            return []
+        self._finished = True
+        events = self.start()
+        self._close(events)
+        reason, sequence = self._stop()
+        if self._finish_reason in _BROKEN_CALL_REASONS:
+            note = f"[gatewayd: Gemini ended the turn with {self._finish_reason}"
+            if self._finish_message:
+                note += f": {self._finish_message}"
+            self._open_block(events, {"type": "text", "text": ""}, "text")
+            self._delta(events, {"type": "text_delta", "text": note + "]"})
+            self._close(events)
+        self.stop_reason, self.stop_sequence = reason, sequence
+        events.append(
+            (
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": reason, "stop_sequence": sequence},
+                    "usage": self.usage,
+                },
+            )
+        )
+        events.append(("message_stop", {"type": "message_stop"}))
+        return events
+
+    def _start_after(self, chunk: dict) -> list[Event]:
+        usage = chunk.get("usageMetadata")
+        if isinstance(usage, dict):
+            self._usage_metadata = usage
+        return self.start()
+
+    def _stop(self) -> tuple[str, str | None]:
+        if self._matched is not None:
+            return "stop_sequence", self._matched
+        reason = self._finish_reason
+        if reason is None and self._block_reason:
+            return "refusal", None
+        if reason in REFUSAL_REASONS:
+            return "refusal", None
+        if reason == "MAX_TOKENS":
+            return "max_tokens", None
+        if self._tool_used:
+            return "tool_use", None
+        if reason == "STOP":
+            sequence = guess_stop_sequence(self._last_text, self._sequences[:MAX_STOP_SEQUENCES])
+            if sequence is not None:
+                return "stop_sequence", sequence
+        return "end_turn", None
+
+    def _part(self, part: dict, events: list[Event]) -> None:
+        signature = part.get("thoughtSignature")
+        if part.get("thought"):
+            if self._open != "thinking" or self._signed:
+                self._close(events)
+                self._open_block(events, {"type": "thinking", "thinking": "", "signature": ""}, "thinking")
+            text = part.get("text")
+            if text:
+                self._delta(events, {"type": "thinking_delta", "thinking": text})
+            if signature:
+                self._delta(events, {"type": "signature_delta", "signature": SIGNATURE_THOUGHT + signature})
+                self._signed = True
+            return
+        if signature:
+            self._signature(signature, events)
+        if "text" in part:
+            text = part["text"]
+            if text:
+                self._text(text, events)
+        elif "functionCall" in part:
+            self._close(events)
+            call = part["functionCall"]
+            name = call.get("name", "")
+            block = {
+                "type": "tool_use",
+                "id": self._new_tool_id(),
+                "name": self._prepared.tool_names.get(name, name),
+                "input": {},
+            }
+            self._open_block(events, block, "tool_use")
+            args = json.dumps(call.get("args") or {}, ensure_ascii=False, separators=(",", ":"))
+            self._delta(events, {"type": "input_json_delta", "partial_json": args})
+            self._close(events)
+            self._tool_used = True
+
+    def _signature(self, signature: str, events: list[Event]) -> None:
+        """A signature riding on a non-thought part goes on a thinking block just before it."""
+        if self._open != "thinking" or self._signed:
+            self._close(events)
+            self._open_block(events, {"type": "thinking", "thinking": "", "signature": ""}, "thinking")
+        self._delta(events, {"type": "signature_delta", "signature": SIGNATURE_NEXT + signature})
+        self._close(events)
+
+    def _text(self, text: str, events: list[Event]) -> None:
+        if not self._sequences:
+            self._emit_text(text, events)
+            return
+        buffer = self._tail + text
+        found = -1
+        for sequence in self._sequences:
+            at = buffer.find(sequence)
+            if at >= 0 and (found < 0 or at < found):
+                found, self._matched = at, sequence
+        if found >= 0:
+            self._tail = ""
+            self._emit_text(buffer[:found], events)
+            self._close(events)
+            return
+        keep = min(self._hold, len(buffer))
+        self._tail = buffer[len(buffer) - keep :] if keep else ""
+        self._emit_text(buffer[: len(buffer) - keep], events)
+        if self._tail and self._open != "text":
+            # Held text still belongs to a block: open it so the tail is flushed into it.
+            self._open_block(events, {"type": "text", "text": ""}, "text")
+
+    def _emit_text(self, text: str, events: list[Event]) -> None:
+        if not text:
+            return
+        if self._open != "text":
+            self._close(events)
+            self._open_block(events, {"type": "text", "text": ""}, "text")
+        self._delta(events, {"type": "text_delta", "text": text})
+        self._last_text = (self._last_text + text)[-64:]
+
+    def _open_block(self, events: list[Event], block: dict, kind: str) -> None:
+        self._index += 1
+        self._open = kind
+        self._signed = False
+        events.append(
+            ("content_block_start", {"type": "content_block_start", "index": self._index, "content_block": block})
+        )
+
+    def _delta(self, events: list[Event], delta: dict) -> None:
+        events.append(("content_block_delta", {"type": "content_block_delta", "index": self._index, "delta": delta}))
+
+    def _close(self, events: list[Event]) -> None:
+        if self._open is None:
+            return
+        if self._tail:
+            tail, self._tail = self._tail, ""
+            self._delta(events, {"type": "text_delta", "text": tail})
+            self._last_text = (self._last_text + tail)[-64:]
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": self._index}))
+        self._open = None

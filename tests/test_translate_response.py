@@ -1,0 +1,76 @@
+"""message_from_gemini, usage and countTokens answers; ModelProfile facts."""
+
+import pytest
+from anthropic.types import Message
+
+from gatewayd.translate import (
+    ModelProfile,
+    count_tokens_from_gemini,
+    message_from_gemini,
+    new_tool_id,
+    prepare,
+    usage_from_gemini,
+)
+
+BODY = {"model": "claude-x", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}],
+        "tools": [{"name": "lookup", "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}}]}
+
+
+def test_text_and_function_call_message():
+    resp = {
+        "candidates": [{"content": {"role": "model", "parts": [
+            {"text": "Looking it up."},
+            {"functionCall": {"name": "lookup", "args": {"q": "Alexiad", "n": [1, 2]}}},
+        ]}, "finishReason": "STOP"}],
+        "usageMetadata": {"promptTokenCount": 50, "candidatesTokenCount": 10, "totalTokenCount": 60},
+    }
+    prepared = prepare(BODY, ModelProfile("gemini-2.5-flash"))
+    message = message_from_gemini(resp, prepared, message_id="msg_abc", model="gemini-2.5-flash",
+                                  new_tool_id=lambda: "toolu_fixed")
+    Message.model_validate(message)
+    assert message == {
+        "id": "msg_abc", "type": "message", "role": "assistant", "model": "gemini-2.5-flash",
+        "content": [
+            {"type": "text", "text": "Looking it up."},
+            {"type": "tool_use", "id": "toolu_fixed", "name": "lookup", "input": {"q": "Alexiad", "n": [1, 2]}},
+        ],
+        "stop_reason": "tool_use", "stop_sequence": None,
+        "usage": {"input_tokens": 50, "output_tokens": 10, "cache_creation_input_tokens": 0,
+                  "cache_read_input_tokens": 0},
+    }
+
+
+def test_tool_ids_are_unique_and_anthropic_shaped():
+    made = {new_tool_id() for _ in range(1000)}
+    assert len(made) == 1000
+    assert all(i.startswith("toolu_") and len(i) == 30 and i[6:].isalnum() for i in made)
+
+
+def test_usage_from_gemini():
+    assert usage_from_gemini({"promptTokenCount": 1000, "cachedContentTokenCount": 800,
+                              "candidatesTokenCount": 30, "thoughtsTokenCount": 70}) == {
+        "input_tokens": 200, "output_tokens": 100, "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 800}
+
+
+def test_count_tokens_from_gemini():
+    assert count_tokens_from_gemini({"totalTokens": 31, "totalBillableCharacters": 96}) == {"input_tokens": 31}
+
+
+@pytest.mark.parametrize(
+    "name, family, limit, gemini3, prefill",
+    [
+        ("gemini-2.0-flash-001", "2.0", 8192, False, True),
+        ("gemini-2.5-pro", "2.5", 65536, False, True),
+        ("publishers/google/models/gemini-3-pro-preview", "3", 65536, True, True),
+        ("gemini-3.1-flash-lite", "3", 65536, True, True),
+        ("gemini-3.5-flash-lite", "3", 65536, True, False),
+        ("gemini-3.5-flash", "3", 65536, True, True),
+        ("gemini-3.7-flash", "3", 65536, True, False),
+    ],
+)
+def test_model_profile_facts(name, family, limit, gemini3, prefill):
+    profile = ModelProfile(name)
+    assert (profile.family, profile.output_limit, profile.is_gemini3, profile.accepts_prefill) == (
+        family, limit, gemini3, prefill)
+    assert profile.supports_thinking is (family != "2.0")
