@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 from attrs import define, field
+from twisted.internet.defer import Deferred
 from twisted.web.server import Request
 
 from gatewayd.logs import redact_headers
@@ -30,6 +31,7 @@ class Exchange:
 
     started: float  # reactor seconds
     started_at: float = field(factory=time.time)  # wall clock, for started_at
+    request_size: int = 0
     route: dict[str, Any] | None = None
     service: dict[str, Any] | None = None
     upstream_uri: str | None = None
@@ -42,6 +44,8 @@ class Exchange:
     ai_log_statistics: bool = False
     notes: list[str] = field(factory=list)
     client_gone: bool = False
+    #: Fires when the handler has noted all it did; the record waits for it.
+    handled: Deferred[None] | None = None
 
     def record(self, request: Request, finished: float) -> dict[str, Any]:
         """Kong's log record for ``request``, answered by ``finished``."""
@@ -64,7 +68,7 @@ class Exchange:
                 "method": request.method.decode("latin-1"),
                 "uri": uri,
                 "url": f"{scheme}://{request_headers.get('host', f'{host.host}:{host.port}')}{uri}",
-                "size": _request_size(request),
+                "size": self.request_size,
                 "querystring": _querystring(request),
                 "headers": request_headers,
             },
@@ -100,17 +104,6 @@ class Exchange:
                 proxy["payload"] = self.ai_payload
             record["ai"] = {"proxy": proxy}
         return record
-
-
-def _request_size(request: Request) -> int:
-    content = request.content
-    if content is None:
-        return 0
-    position = content.tell()
-    content.seek(0, 2)
-    size = content.tell()
-    content.seek(position)
-    return size
 
 
 def _querystring(request: Request) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from gatewayd.providers.gemini import Target
 from gatewayd.stream import SSEBridge
 from gatewayd.translate import (
     Prepared,
+    SignatureMemory,
     StreamTranslator,
     TranslationError,
     count_tokens_body,
@@ -58,6 +59,7 @@ class AIProxy:
     client: HTTPClient
     tokens: Mapping[str, TokenSource]
     reactor: IReactorTime
+    signatures: SignatureMemory
     read_timeout: float = 60.0
 
     log = Logger()
@@ -70,7 +72,7 @@ class AIProxy:
         body = _read_json(request)
         target = self.choose()
         try:
-            prepared = prepare(body, target.profile)
+            prepared = prepare(body, target.profile, self.signatures)
         except TranslationError as error:
             raise errors.invalid_request(str(error)) from None
         if prepared.dropped_tools:
@@ -86,7 +88,9 @@ class AIProxy:
             raw = await self._read(response, exchange)
             self._check(response, raw)
             data = json.loads(raw)
-            message = message_from_gemini(data, prepared, message_id=message_id(), model=target.model)
+            message = message_from_gemini(
+                data, prepared, message_id=message_id(), model=target.model, memory=self.signatures
+            )
             self._note_usage(exchange, target, message["usage"], data.get("modelVersion"))
             if exchange.ai_payload is not None:
                 exchange.ai_payload["response"] = json.dumps(message)
@@ -164,7 +168,9 @@ class AIProxy:
     ) -> None:
         if response.code != 200:
             self._check(response, await self._read(response, exchange))
-        translator = StreamTranslator(prepared, message_id=message_id(), model=target.model)
+        translator = StreamTranslator(
+            prepared, message_id=message_id(), model=target.model, memory=self.signatures
+        )
         first_chunk: list[float] = []
         bridge = SSEBridge(
             request, translator, self.reactor, lambda: first_chunk.append(self.reactor.seconds())
@@ -340,6 +346,13 @@ class AIResource(Resource):
         return NotFound()
 
     async def _run(self, request: Request, exchange: Exchange) -> None:
+        exchange.handled = Deferred()
+        try:
+            await self._handle(request, exchange)
+        finally:
+            exchange.handled.callback(None)
+
+    async def _handle(self, request: Request, exchange: Exchange) -> None:
         try:
             await getattr(self.proxy, self.handler)(request, exchange)
         except errors.APIError as error:

@@ -12,7 +12,8 @@ from typing import Any, Callable, Mapping, Sequence
 import attrs
 from attrs import define, field, frozen
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService, Service
+from twisted.internet.defer import succeed
+from twisted.application import service as application
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -20,7 +21,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from treq.client import HTTPClient
 
-from gatewayd.config import Config, Plugin, Route
+from gatewayd.config import Config, Plugin, Route, Service
 from gatewayd.exchange import Exchange, entity_id
 from gatewayd.logs import FileLog
 from gatewayd.providers.auth import (
@@ -32,6 +33,7 @@ from gatewayd.providers.auth import (
 from gatewayd.providers.gemini import Target, target_from_config
 from gatewayd.proxy import AIProxy, NotFound, messages_tree
 from gatewayd.routing import RouteTable
+from gatewayd.translate import SignatureMemory
 
 NO_ROUTE = b'{"message":"no Route matched with those values"}'
 
@@ -60,7 +62,7 @@ class Runtime:
 
 
 @define(slots=False)
-class Gateway(Service):
+class Gateway(application.Service):
     """Holds the live snapshot and the things that outlive one: pool, tokens, log files."""
 
     reactor: Any
@@ -69,6 +71,7 @@ class Gateway(Service):
     make_token_source: Callable[[Target], TokenSource] | None = None
     token_sources: dict[str, TokenSource] = field(factory=dict)
     file_logs: dict[tuple[str, bool], FileLog] = field(factory=dict)
+    signatures: SignatureMemory = field(factory=SignatureMemory)
     runtime: Runtime | None = None
 
     log = Logger()
@@ -135,6 +138,7 @@ class Gateway(Service):
             client=self.client,
             tokens=self.token_sources,
             reactor=self.reactor,
+            signatures=self.signatures,
             read_timeout=read_timeout,
         )
 
@@ -190,7 +194,7 @@ class GatewayRoot(Resource):
     def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
         runtime = self.gateway.runtime
         assert runtime is not None
-        exchange = Exchange(started=self.gateway.reactor.seconds())
+        exchange = Exchange(started=self.gateway.reactor.seconds(), request_size=_size(request))
         request.gatewayd_exchange = exchange  # type: ignore[attr-defined]
         full_path = request.path.decode("latin-1")
         host = (request.getHeader("host") or "")
@@ -210,25 +214,46 @@ class GatewayRoot(Resource):
             exchange.client_gone = True
         if not handler.file_logs:
             return
-        record = exchange.record(request, self.gateway.reactor.seconds())
-        for file_log in handler.file_logs:
-            file_log.write(record)
+        finished = self.gateway.reactor.seconds()
+
+        def write(_: object) -> None:
+            record = exchange.record(request, finished)
+            for file_log in handler.file_logs:
+                file_log.write(record)
+
+        (exchange.handled or succeed(None)).addCallback(write)
+
+
+def _size(request: Request) -> int:
+    content = request.content
+    if content is None:
+        return 0
+    content.seek(0, 2)
+    size = content.tell()
+    content.seek(0)
+    return size
+
+
+def _entity(kind: str, value: Any) -> dict[str, Any]:
+    """A route or service as Kong logs it: its fields, and an id stable across restarts."""
+    entity = {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in attrs.asdict(value, recurse=False).items()
+        if v is not None and k != "source"
+    }
+    entity["id"] = value.id or entity_id(kind, value.name)
+    return entity
 
 
 def _route_entity(route: Route) -> dict[str, Any]:
-    entity = {k: v for k, v in attrs.asdict(route, recurse=False).items() if v is not None}
-    entity = {k: list(v) if isinstance(v, tuple) else v for k, v in entity.items()}
-    entity["id"] = getattr(route, "id", None) or entity_id("route", route.name)
+    entity = _entity("route", route)
     if route.service:
         entity["service"] = {"id": entity_id("service", route.service)}
     return entity
 
 
-def _service_entity(service: Any) -> dict[str, Any]:
-    entity = {k: v for k, v in attrs.asdict(service, recurse=False).items() if v is not None}
-    entity = {k: list(v) if isinstance(v, tuple) else v for k, v in entity.items()}
-    entity["id"] = getattr(service, "id", None) or entity_id("service", service.name)
-    return entity
+def _service_entity(service: Service) -> dict[str, Any]:
+    return _entity("service", service)
 
 
 def google_token_sources(reactor: Any) -> Callable[[Target], TokenSource]:
@@ -252,7 +277,7 @@ def build(
     listen: Sequence[str],
     client: HTTPClient | None = None,
     make_token_source: Callable[[Target], TokenSource] | None = None,
-) -> tuple[MultiService, Gateway]:
+) -> tuple[application.MultiService, Gateway]:
     """Compose the daemon's services for ``config``."""
     pool = None
     if client is None:
@@ -267,7 +292,7 @@ def build(
         make_token_source or google_token_sources(reactor),
     )
     gateway.load(config)
-    top = MultiService()
+    top = application.MultiService()
     gateway.setServiceParent(top)
     site = Site(GatewayRoot(gateway))
     site.displayTracebacks = False

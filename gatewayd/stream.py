@@ -54,14 +54,16 @@ class SSEBridge(Protocol):
         self._client_gone = False
 
     def connectionMade(self) -> None:
+        # message_start waits for the first chunk, which carries the prompt's token count.
         self.request.registerProducer(self.transport, True)
-        self._send(self.translator.start())
 
     def dataReceived(self, data: bytes) -> None:
-        if self._closed:
-            return
+        if not self._closed:
+            self._translate(self._decoder.feed, data)
+
+    def _translate(self, decode: Callable[..., list[dict[str, Any]]], *data: bytes) -> None:
         try:
-            chunks = self._decoder.feed(data)
+            chunks = decode(*data)
         except ValueError as error:
             self._abort(errors.APIError(502, "api_error", f"upstream sent a malformed stream: {error}"))
             return
@@ -78,8 +80,10 @@ class SSEBridge(Protocol):
         self._send(events)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if not self._closed and reason.check(ResponseDone, PotentialDataLoss):
+            self._translate(self._decoder.close)
         if not self._closed:
-            if reason.check(ResponseDone, PotentialDataLoss) and self.translator.stop_reason:
+            if reason.check(ResponseDone, PotentialDataLoss) and self.translator.complete:
                 self._send(self.translator.finish())
             elif reason.check(ResponseDone, PotentialDataLoss):
                 self.error = errors.APIError(

@@ -699,3 +699,20 @@ def test_assertion_tampered_or_wrong_grant(account):
     with pytest.raises(auth.InvalidGrant) as info:
         auth.verify_assertion({"grant_type": ["client_credentials"], "assertion": [token]}, account, now=1_000_100)
     assert info.value.error == "unsupported_grant_type"
+
+
+def test_the_scripted_model_reads_the_whole_current_user_turn():
+    from gatewayd.fakevertex.model import last_user_content
+
+    request = {
+        "contents": [
+            {"role": "user", "parts": [{"text": "old"}]},
+            {"role": "model", "parts": [{"text": "reply"}]},
+            {"role": "user", "parts": [{"text": "Tell me about the Alexiad"}]},
+            {"role": "user", "parts": [{"text": "<system-note>x</system-note>"}]},
+        ]
+    }
+    assert [p["text"] for p in last_user_content(request)["parts"]] == [
+        "Tell me about the Alexiad",
+        "<system-note>x</system-note>",
+    ]

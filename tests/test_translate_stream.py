@@ -11,8 +11,10 @@ from pydantic import TypeAdapter
 
 from gatewayd.translate import (
     SIGNATURE_NEXT,
+    SIGNATURE_PREVIOUS,
     SIGNATURE_THOUGHT,
     GeminiSSEDecoder,
+    SignatureMemory,
     ModelProfile,
     StreamTranslator,
     TranslationError,
@@ -175,7 +177,9 @@ def test_stream_and_message_agree():
     assert streamed["stop_reason"] == message["stop_reason"] == "tool_use"
 
 
-def test_text_signature_splits_block_and_thought_signature_stays_on_thought():
+def test_text_signature_follows_its_unbroken_text_block_and_thought_signature_stays_on_thought():
+    # Claude Code shows (and reports as the result) the text block; splitting
+    # it where the signature arrived would cut the answer in two.
     events, _ = translate([
         chunk({"text": "Part one. "}),
         chunk({"text": "Part two.", "thoughtSignature": "S"}),
@@ -183,13 +187,36 @@ def test_text_signature_splits_block_and_thought_signature_stays_on_thought():
     ])
     message = accumulate(events)
     assert message["content"] == [
-        {"type": "text", "text": "Part one. "},
-        {"type": "thinking", "thinking": "", "signature": SIGNATURE_NEXT + "S"},
-        {"type": "text", "text": "Part two."},
+        {"type": "text", "text": "Part one. Part two."},
+        {"type": "thinking", "thinking": "", "signature": SIGNATURE_PREVIOUS + "S"},
         {"type": "thinking", "thinking": "hmm", "signature": SIGNATURE_THOUGHT + "T"},
     ]
     assert message["stop_reason"] == "end_turn"
 
+
+def test_final_text_signature_is_remembered_not_appended_and_comes_back_on_its_text():
+    # Claude Code reports the last block as the answer: nothing may follow the text.
+    memory = SignatureMemory()
+    translator = StreamTranslator(prepared(), message_id="msg_1", model="gemini-3-pro-preview", memory=memory)
+    events = []
+    for c in [chunk({"text": "All done."}), chunk({"text": "", "thoughtSignature": "E"}, finish="STOP")]:
+        events += translator.feed(c)
+    events += translator.finish()
+    message = accumulate(events)
+    assert message["content"] == [{"type": "text", "text": "All done."}]
+    history = {
+        "model": "m",
+        "max_tokens": 10,
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": message["content"]},
+            {"role": "user", "content": "and?"},
+        ],
+    }
+    body = prepare(history, ModelProfile("gemini-3-pro-preview"), memory).body
+    assert body["contents"][1]["parts"] == [{"text": "All done.", "thoughtSignature": "E"}]
+    # Models that never sign do not get one back.
+    assert "thoughtSignature" not in prepare(history, ModelProfile("gemini-2.5-flash"), memory).body["contents"][1]["parts"][0]
 
 def test_history_round_trip_restores_signatures():
     events, _ = translate(CHUNKS)

@@ -1,7 +1,8 @@
 """The fake's deterministic scripted "model".
 
-It reads only the **last user content** of a (validated, lowerCamelCase) request — the last
-content whose role is ``user`` or unset — and answers:
+It reads only the **current user turn** of a (validated, lowerCamelCase) request — the user
+contents (role ``user`` or unset) after the last ``model`` content, taken together as one, the
+way a model sees consecutive user turns — and answers:
 
 (a) If that content holds ``functionResponse`` parts: the text
     ``"Tool results: " + "; ".join(f"{name} {json.dumps(response)[:200]}")``, one entry per
@@ -74,10 +75,13 @@ class Reply:
 
 
 def last_user_content(request: dict[str, Any]) -> dict[str, Any]:
+    """The trailing user contents, their parts joined in order."""
+    parts: list[dict[str, Any]] = []
     for content in reversed(request.get("contents", [])):
-        if content.get("role", "") in ("", "user"):
-            return content
-    return {"parts": []}
+        if content.get("role", "") not in ("", "user"):
+            break
+        parts[:0] = content.get("parts", [])
+    return {"role": "user", "parts": parts}
 
 
 def user_text(content: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ from .errors import TranslationError
 from .models import ModelProfile
 from .request import (
     SIGNATURE_NEXT,
+    SIGNATURE_PREVIOUS,
     SIGNATURE_THOUGHT,
     SKIP_SIGNATURE,
     Prepared,
@@ -12,15 +13,18 @@ from .request import (
 )
 from .response import count_tokens_from_gemini, message_from_gemini, usage_from_gemini
 from .schema import clean_schema
+from .signatures import SignatureMemory
 from .stream import GeminiSSEDecoder, StreamTranslator, encode_event, new_tool_id
 
 __all__ = [
     "SIGNATURE_NEXT",
+    "SIGNATURE_PREVIOUS",
     "SIGNATURE_THOUGHT",
     "SKIP_SIGNATURE",
     "GeminiSSEDecoder",
     "ModelProfile",
     "Prepared",
+    "SignatureMemory",
     "StreamTranslator",
     "TranslationError",
     "clean_schema",

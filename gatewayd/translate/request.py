@@ -20,6 +20,7 @@ from attrs import define, field, frozen
 
 from .errors import TranslationError
 from .models import ModelProfile
+from .signatures import SignatureMemory
 from .schema import clean_schema_json
 
 # A thinking block's signature is one of ours when it starts with one of these; what follows is
@@ -27,6 +28,7 @@ from .schema import clean_schema_json
 # "t": it belongs to the thought part this thinking block was made from.
 SIGNATURE_NEXT = "gws1n."
 SIGNATURE_THOUGHT = "gws1t."
+SIGNATURE_PREVIOUS = "gws1p."  # belongs to the text part just before the thinking block
 # Google's documented stand-in for a function call whose real signature is unknown.
 SKIP_SIGNATURE = "skip_thought_signature_validator"
 MAX_STOP_SEQUENCES = 5
@@ -64,8 +66,11 @@ class Prepared:
     dropped_tools: tuple[str, ...] = ()  # server tools we could not offer (by name)
 
 
-def prepare(body: dict, profile: ModelProfile) -> Prepared:
-    """Translate a ``/v1/messages`` body for ``profile``'s model; raises TranslationError."""
+def prepare(body: dict, profile: ModelProfile, memory: SignatureMemory | None = None) -> Prepared:
+    """Translate a ``/v1/messages`` body for ``profile``'s model; raises TranslationError.
+
+    ``memory`` restores the signatures of final answers' text (see :mod:`.signatures`).
+    """
     if not isinstance(body, dict):
         raise TranslationError("body", "must be a JSON object")
     model = body.get("model")
@@ -74,7 +79,7 @@ def prepare(body: dict, profile: ModelProfile) -> Prepared:
     max_tokens = body.get("max_tokens")
     if not _is_int(max_tokens) or max_tokens < 1:
         raise TranslationError("max_tokens", "is required and must be a positive integer")
-    builder = _Builder(profile)
+    builder = _Builder(profile, memory=memory if profile.is_gemini3 else None)
     gemini = builder.build(body)
     config = gemini.setdefault("generationConfig", {})
     limit = min(max_tokens, profile.output_limit)
@@ -152,6 +157,7 @@ class _Turn:
 @define
 class _Builder:
     profile: ModelProfile
+    memory: SignatureMemory | None = None
     names: _Names = field(factory=_Names)
     dropped_tools: list = field(factory=list)
     call_names: dict = field(factory=dict)  # tool_use id -> gemini function name
@@ -308,6 +314,9 @@ class _Builder:
                 if not text.strip():
                     continue
                 part = {"text": text}
+                remembered = self.memory.recall(text) if self.memory is not None else None
+                if remembered is not None and pending is None:
+                    part["thoughtSignature"] = remembered
             elif kind == "tool_use":
                 part = self._tool_use(block, path)
                 turn.calls.append((block["id"], part["functionCall"]["name"]))
@@ -317,6 +326,10 @@ class _Builder:
                     continue
                 if signature.startswith(SIGNATURE_NEXT):
                     pending = signature[len(SIGNATURE_NEXT):]
+                elif signature.startswith(SIGNATURE_PREVIOUS):
+                    last = turn.parts[-1] if turn.parts else None
+                    if last is not None and "text" in last and not last.get("thought"):
+                        last.setdefault("thoughtSignature", signature[len(SIGNATURE_PREVIOUS):])
                 elif signature.startswith(SIGNATURE_THOUGHT):
                     thought = block.get("thinking")
                     if isinstance(thought, str) and thought.strip():

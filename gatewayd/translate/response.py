@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 
 from .request import Prepared
+from .signatures import SignatureMemory
 from .stream import StreamTranslator, new_tool_id, usage_from_gemini
 
 __all__ = ["count_tokens_from_gemini", "message_from_gemini", "usage_from_gemini"]
@@ -20,9 +21,12 @@ def message_from_gemini(
     message_id: str,
     model: str,
     new_tool_id: Callable[[], str] = new_tool_id,
+    memory: SignatureMemory | None = None,
 ) -> dict:
     """A complete Anthropic Message for one Gemini answer (or a blocked prompt: a refusal)."""
-    translator = StreamTranslator(prepared, message_id=message_id, model=model, new_tool_id=new_tool_id)
+    translator = StreamTranslator(
+        prepared, message_id=message_id, model=model, new_tool_id=new_tool_id, memory=memory
+    )
     translator.start()
     events = translator.feed(resp) + translator.finish()
     content: list[dict] = []

@@ -19,7 +19,8 @@ import string
 from collections.abc import Callable
 
 from .errors import TranslationError
-from .request import SIGNATURE_NEXT, SIGNATURE_THOUGHT, MAX_STOP_SEQUENCES, Prepared
+from .signatures import SignatureMemory
+from .request import SIGNATURE_NEXT, SIGNATURE_PREVIOUS, SIGNATURE_THOUGHT, MAX_STOP_SEQUENCES, Prepared
 
 Event = tuple[str, dict]
 
@@ -147,8 +148,10 @@ class StreamTranslator:
         message_id: str,
         model: str,
         new_tool_id: Callable[[], str] = new_tool_id,
+        memory: SignatureMemory | None = None,
     ) -> None:
         self._prepared = prepared
+        self._memory = memory
         self._message_id = message_id
         self._model = model
         self._new_tool_id = new_tool_id
@@ -159,6 +162,10 @@ class StreamTranslator:
         self._index = -1
         self._open: str | None = None  # "text" | "thinking" while a block is open
         self._signed = False  # the open thinking block has its signature
+        self._last_block: str | None = None  # the kind of the block closed last
+        self._text_signature: str | None = None  # for the open text block, sent after it
+        self._block_text: list[str] = []  # the open text block's text so far
+        self._trailing: tuple[str, str] | None = None  # (text, signature) of a closed text block
         self._tail = ""  # text held back while looking for stop sequences
         self._last_text = ""  # the end of the answer's visible text so far
         self._usage_metadata: dict = {}
@@ -173,6 +180,11 @@ class StreamTranslator:
     @property
     def usage(self) -> dict:
         return usage_from_gemini(self._usage_metadata)
+
+    @property
+    def complete(self) -> bool:
+        """Whether the upstream said its answer is over (a stream cut short did not)."""
+        return self._finish_reason is not None or self._block_reason is not None
 
     def start(self) -> list[Event]:
         if self._started:
@@ -231,6 +243,9 @@ class StreamTranslator:
             self._open_block(events, {"type": "text", "text": ""}, "text")
             self._delta(events, {"type": "text_delta", "text": note + "]"})
             self._close(events)
+        if self._trailing is not None and self._memory is not None:
+            self._memory.remember(*self._trailing)
+        self._trailing = None
         self.stop_reason, self.stop_sequence = reason, sequence
         events.append(
             (
@@ -282,8 +297,19 @@ class StreamTranslator:
                 self._delta(events, {"type": "signature_delta", "signature": SIGNATURE_THOUGHT + signature})
                 self._signed = True
             return
+        if "text" in part and signature and (part["text"] or "text" in (self._open, self._last_block)):
+            # A text part's signature follows its text block, so the text stays
+            # one block, as Anthropic streams it; it goes back on that text part.
+            self._text(part["text"], events)
+            if self._open != "text" and self._matched is None:
+                self._open_block(events, {"type": "text", "text": ""}, "text")
+            if self._open == "text":
+                self._text_signature = signature
+            else:
+                self._signature(SIGNATURE_PREVIOUS + signature, events)
+            return
         if signature:
-            self._signature(signature, events)
+            self._signature(SIGNATURE_NEXT + signature, events)
         if "text" in part:
             text = part["text"]
             if text:
@@ -305,11 +331,11 @@ class StreamTranslator:
             self._tool_used = True
 
     def _signature(self, signature: str, events: list[Event]) -> None:
-        """A signature riding on a non-thought part goes on a thinking block just before it."""
+        """A signature riding on a non-thought part goes on a thinking block of its own."""
         if self._open != "thinking" or self._signed:
             self._close(events)
             self._open_block(events, {"type": "thinking", "thinking": "", "signature": ""}, "thinking")
-        self._delta(events, {"type": "signature_delta", "signature": SIGNATURE_NEXT + signature})
+        self._delta(events, {"type": "signature_delta", "signature": signature})
         self._close(events)
 
     def _text(self, text: str, events: list[Event]) -> None:
@@ -341,9 +367,16 @@ class StreamTranslator:
             self._close(events)
             self._open_block(events, {"type": "text", "text": ""}, "text")
         self._delta(events, {"type": "text_delta", "text": text})
+        self._block_text.append(text)
         self._last_text = (self._last_text + text)[-64:]
 
     def _open_block(self, events: list[Event], block: dict, kind: str) -> None:
+        if self._trailing is not None:
+            _, signature = self._trailing
+            self._trailing = None
+            self._signature(SIGNATURE_PREVIOUS + signature, events)
+        if kind == "text":
+            self._block_text = []
         self._index += 1
         self._open = kind
         self._signed = False
@@ -360,6 +393,11 @@ class StreamTranslator:
         if self._tail:
             tail, self._tail = self._tail, ""
             self._delta(events, {"type": "text_delta", "text": tail})
+            self._block_text.append(tail)
             self._last_text = (self._last_text + tail)[-64:]
         events.append(("content_block_stop", {"type": "content_block_stop", "index": self._index}))
-        self._open = None
+        self._last_block, self._open = self._open, None
+        if self._text_signature is not None:
+            # Sent only if another block follows: a final answer's text must stay last.
+            self._trailing = ("".join(self._block_text), self._text_signature)
+            self._text_signature = None

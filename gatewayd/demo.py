@@ -1,0 +1,187 @@
+"""``python -m gatewayd.demo``: the seed walk-through on one machine, no Google account needed.
+
+Starts the strict fake Vertex AI server, then ``twistd gatewayd`` on the sample
+configuration with the seed's ``DECK_...`` variables pointing at the fake,
+asks the seed's question, prints the answer and its file-log record, and
+keeps both running for Claude Code until interrupted.  The end-to-end tests
+drive the same two processes through the classes here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+BIN = Path(sys.executable).parent
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+class FakeVertex:
+    """``python -m gatewayd.fakevertex`` on a loopback port, with its own service account."""
+
+    def __init__(self, workdir: Path, *args: str) -> None:
+        self.workdir = workdir
+        self.key_path = workdir / "service-account.json"
+        port_file = workdir / "fake.port"
+        self.output = open(workdir / "fake.log", "wb")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gatewayd.fakevertex",
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+                "--port-file",
+                str(port_file),
+                "--write-service-account",
+                str(self.key_path),
+                *args,
+            ],
+            stdout=self.output,
+            stderr=subprocess.STDOUT,
+        )
+        self.port = int(wait_for(lambda: _read(port_file), what="the fake's port"))
+        self.url = f"http://127.0.0.1:{self.port}"
+        wait_for(self.key_path.exists, what="the service-account key")
+
+    def requests(self) -> list[dict]:
+        with urllib.request.urlopen(self.url + "/_fake/requests") as response:
+            return json.load(response)
+
+    def clear(self) -> None:
+        request = urllib.request.Request(self.url + "/_fake/requests", method="DELETE")
+        urllib.request.urlopen(request).read()
+
+    def seed_environment(self, location: str = "us-central1") -> dict[str, str]:
+        """The seed's exports, pointed at this fake instead of Google."""
+        env = dict(os.environ)
+        env.update(
+            {
+                "DECK_GEMINI_API_KEY": self.key_path.read_text(),
+                "DECK_GEMINI_API_ENDPOINT": self.url,
+                "DECK_GCP_PROJECT_ID": "fake-project",
+                "DECK_GEMINI_LOCATION_ID": location,
+            }
+        )
+        return env
+
+    def stop(self) -> None:
+        _terminate(self.process)
+        self.output.close()
+
+
+class Daemon:
+    """``twistd -n --pidfile= gatewayd``, its log captured, its port read from the log."""
+
+    def __init__(self, config: Path, env: dict[str, str], workdir: Path, listen: str = "tcp:0:interface=127.0.0.1") -> None:
+        self.log_path = workdir / "twistd.log"
+        self.output = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [str(BIN / "twistd"), "-n", "--pidfile=", "gatewayd", "--config", str(config), "--listen", listen],
+            stdout=self.output,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=workdir,
+        )
+        self.port = int(wait_for(self._port, what=f"twistd to listen (log: {self.log_path})"))
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _port(self) -> str | None:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"twistd exited {self.process.returncode}:\n{self.log()}")
+        found = re.search(r"Site starting on (\d+)", self.log())
+        return found.group(1) if found else None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        _terminate(self.process)
+        self.output.close()
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text().strip() if path.exists() else None
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+SEED_QUESTION = "Tell me about Anna Komnene's Alexiad."
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gatewayd.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="etc/gatewayd", help="decK configuration (default: etc/gatewayd)")
+    parser.add_argument("--listen", default="tcp:8000:interface=127.0.0.1", help="gateway endpoint")
+    parser.add_argument("--once", action="store_true", help="stop after showing the answer")
+    options = parser.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="gatewayd-demo-"))
+    fake = FakeVertex(workdir)
+    print(f"fake Vertex AI on {fake.url} (service-account key {fake.key_path})")
+    try:
+        daemon = Daemon(Path(options.config).resolve(), fake.seed_environment(), workdir, options.listen)
+    except RuntimeError as error:
+        fake.stop()
+        print(error, file=sys.stderr)
+        return 1
+    try:
+        print(f"gatewayd on {daemon.url} (its log: {daemon.log_path})\n")
+        print(f"$ POST {daemon.url}/anything/v1/messages  {SEED_QUESTION!r}")
+        body = json.dumps(
+            {"model": "gemini-2.0-flash", "max_tokens": 1024, "messages": [{"role": "user", "content": SEED_QUESTION}]}
+        ).encode()
+        request = urllib.request.Request(
+            daemon.url + "/anything/v1/messages",
+            data=body,
+            headers={"content-type": "application/json", "x-api-key": "x", "anthropic-version": "2023-06-01"},
+        )
+        with urllib.request.urlopen(request) as response:
+            answer = json.load(response)
+        print(answer["content"][0]["text"], "\n")
+        log_path = Path("/tmp/claude.json")
+        records = wait_for(lambda: log_path.exists() and log_path.read_text().splitlines(), what="file-log")
+        print(f"$ tail -n 1 {log_path} | jq")
+        print(json.dumps(json.loads(records[-1]), indent=2))
+        if options.once:
+            return 0
+        print(
+            f"\nReady. In another shell:\n  ANTHROPIC_BASE_URL={daemon.url}/anything "
+            "ANTHROPIC_MODEL=gemini-2.0-flash claude\nCtrl-C stops the demo."
+        )
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        return 0
+    finally:
+        daemon.stop()
+        fake.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""The real Claude Code CLI (npm @anthropic-ai/claude-code) in -p mode through the daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import (
+    REPO,
+    Daemon,
+    config_dir,
+    file_log_override,
+    model_override,
+    read_records,
+)
+
+
+def claude_binary() -> str | None:
+    candidates = [
+        os.environ.get("GATEWAYD_CLAUDE"),
+        str(REPO / ".cache" / "npm" / "node_modules" / ".bin" / "claude"),
+        shutil.which("claude"),
+    ]
+    return next((c for c in candidates if c and os.path.exists(c)), None)
+
+
+CLAUDE = claude_binary()
+pytestmark = pytest.mark.skipif(
+    CLAUDE is None, reason="Claude Code CLI not installed: .ci/run installs it with npm"
+)
+
+
+def claude_home(tmp_path: Path) -> Path:
+    """A throwaway HOME set up exactly as the seed says: settings.json and the key helper."""
+    home = tmp_path / "home"
+    (home / ".claude").mkdir(parents=True)
+    (home / ".claude" / "settings.json").write_text(
+        json.dumps({"apiKeyHelper": "~/.claude/anthropic_key.sh"})
+    )
+    helper = home / ".claude" / "anthropic_key.sh"
+    helper.write_text('#!/bin/sh\necho "x"\n')
+    helper.chmod(0o755)
+    return home
+
+
+def run_claude(daemon: Daemon, model: str, prompt: str, tmp_path: Path, *extra: str) -> dict:
+    workdir = tmp_path / "project"
+    workdir.mkdir(exist_ok=True)
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(claude_home(tmp_path)),
+        "ANTHROPIC_BASE_URL": daemon.url + "/anything",
+        "ANTHROPIC_MODEL": model,
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_AUTOUPDATER": "1",
+    }
+    done = subprocess.run(
+        [CLAUDE, "-p", prompt, "--output-format", "json", *extra],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, f"claude failed: {done.stdout}\n{done.stderr}\n{daemon.log()}"
+    return json.loads(done.stdout)
+
+
+def test_seed_question(seed_daemon, tmp_path):
+    before = len(read_records(seed_daemon.file_log))
+    result = run_claude(seed_daemon, "gemini-2.0-flash", "Tell me about Anna Komnene's Alexiad.", tmp_path)
+    assert result["is_error"] is False, result
+    assert "Alexiad" in result["result"]
+    records = read_records(seed_daemon.file_log)[before:]
+    seen = [r for r in records if r["request"]["uri"].startswith("/anything/v1/messages")]
+    assert seen, "no file-log record for Claude Code's request"
+    record = seen[-1]
+    assert record["request"]["headers"]["user-agent"].startswith("claude-cli/")
+    assert record["request"]["headers"]["authorization"] == "REDACTED"
+    assert record["request"]["querystring"] == {"beta": "true"}
+    assert record["ai"]["proxy"]["meta"]["request_mode"] == "stream"
+    assert record["ai"]["proxy"]["usage"]["prompt_tokens"] > 1000  # Claude Code's long system prompt
+    assert record["response"]["status"] == 200
+
+
+@pytest.fixture(scope="module")
+def gemini3_daemon(fake, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("gemini3")
+    log_path = workdir / "claude.json"
+    daemon = Daemon(
+        config_dir(workdir, model_override("gemini-3-pro-preview"), file_log_override(log_path)),
+        fake.seed_environment(location="global"),
+        workdir,
+    )
+    daemon.file_log = log_path
+    yield daemon
+    daemon.stop()
+
+
+def test_read_tool_turn_on_gemini_3(gemini3_daemon, fake, tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("The Alexiad has fifteen books.\n")
+    fake.clear()
+    result = run_claude(
+        gemini3_daemon,
+        "gemini-3-pro-preview",
+        f"Please read the file {project / 'notes.txt'} and tell me what it says.",
+        tmp_path,
+        "--allowedTools",
+        "Read",
+    )
+    assert result["is_error"] is False, result
+    assert "fifteen books" in result["result"]
+    calls = [r for r in fake.requests() if ":streamGenerateContent" in r["path"] or ":generateContent" in r["path"]]
+    # The second model call carried the function response, and the strict fake
+    # accepted its thought signature (it would have answered 400 otherwise).
+    follow_up = [r for r in calls if any("functionResponse" in p for c in r["body"]["contents"] for p in c["parts"])]
+    assert follow_up and follow_up[-1]["status"] == 200
+    model_turns = [c for c in follow_up[-1]["body"]["contents"] if c.get("role") == "model"]
+    call_parts = [p for c in model_turns for p in c["parts"] if "functionCall" in p]
+    assert call_parts[0]["functionCall"]["name"] == "Read"
+    assert call_parts[0].get("thoughtSignature") not in (None, "skip_thought_signature_validator")
