@@ -118,12 +118,18 @@ class Gateway(application.Service):
         return resource
 
     def _ai_proxy(self, plugin: Plugin) -> AIProxy:
+        if plugin.config.get("llm_format") != "anthropic":
+            raise ConfigurationError(
+                f"{plugin.source}: plugins ({plugin.name}): config.llm_format: "
+                f"{plugin.config.get('llm_format')!r} is not served yet; gatewayd speaks "
+                "the Anthropic Messages API (llm_format: anthropic)"
+            )
         targets = []
         for index, target_config in enumerate(plugin.config["targets"]):
             try:
                 target = target_from_config(target_config, index)
             except ValueError as error:
-                raise ConfigurationError(f"plugin ai-proxy-advanced ({plugin.id}): config.{error}") from None
+                raise ConfigurationError(f"{plugin.source}: plugins ({plugin.name}): config.{error}") from None
             if target.auth.kind in ("service_account", "adc"):
                 identity = target.auth.identity()
                 if identity not in self.token_sources:
