@@ -130,6 +130,13 @@ class Gateway(application.Service):
                 target = target_from_config(target_config, index)
             except ValueError as error:
                 raise ConfigurationError(f"{plugin.source}: plugins ({plugin.name}): config.{error}") from None
+            if target.auth.kind == "api_key" and (target_config.get("auth") or {}).get("gcp_service_account_json"):
+                self.log.warn(
+                    "{source}: targets[{index}].auth.gcp_service_account_json is not JSON; "
+                    "using it as a Google API key (x-goog-api-key)",
+                    source=plugin.source,
+                    index=index,
+                )
             if target.auth.kind in ("service_account", "adc"):
                 identity = target.auth.identity()
                 if identity not in self.token_sources:
