@@ -1,0 +1,181 @@
+"""The gateway's resource tree in memory: StubTreq in front, the fake upstream behind, a Clock."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+from twisted.internet.defer import fail, succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from treq.testing import StubTreq
+
+from gatewayd.config import load_config
+from gatewayd.fakevertex.server import FakeVertex, make_resource
+from gatewayd.providers.auth import CredentialsError
+from gatewayd.service import GatewayRoot, build
+
+SAMPLE = Path(__file__).resolve().parents[1] / "etc" / "gatewayd"
+MESSAGES = "http://gateway.test/anything/v1/messages"
+
+
+@functools.cache
+def service_account_json() -> str:
+    """A real-looking key (RSA generation is slow, so once per run); tokens come from StaticToken."""
+    return json.dumps(FakeVertex().new_service_account("http://fake.test/token").info())
+
+
+class StaticToken:
+    def __init__(self, token: str) -> None:
+        self.value = token
+
+    def token(self):
+        return succeed(self.value)
+
+
+class BrokenToken:
+    def token(self):
+        return fail(CredentialsError("could not obtain a Google access token (RefreshError: invalid_grant)"))
+
+
+class GatewayInMemory(SynchronousTestCase):
+    """The sample configuration, its file-log redirected into a temporary directory."""
+
+    token_source = None
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.fake = FakeVertex()
+        workdir = Path(self.mktemp())
+        workdir.mkdir()
+        for path in SAMPLE.glob("*.yaml"):
+            (workdir / path.name).write_text(path.read_text())
+        self.log_path = workdir / "claude.json"
+        (workdir / "90-log.yaml").write_text(
+            f'_format_version: "3.0"\nplugins:\n  - name: file-log\n    config:\n      path: "{self.log_path}"\n'
+        )
+        env = {
+            "DECK_GEMINI_API_KEY": service_account_json(),
+            "DECK_GEMINI_API_ENDPOINT": "https://fake.test",
+            "DECK_GCP_PROJECT_ID": "fake-project",
+            "DECK_GEMINI_LOCATION_ID": "us-central1",
+        }
+        upstream = StubTreq(make_resource(self.fake, self.clock))
+        source = self.token_source or StaticToken(self.fake.issue_token()["access_token"])
+        _, self.gateway = build(
+            load_config(str(workdir), env),
+            self.clock,
+            listen=[],
+            client=upstream,
+            make_token_source=lambda target: source,
+        )
+        self.client = StubTreq(GatewayRoot(self.gateway))
+
+    def post(self, body: dict, url: str = MESSAGES) -> tuple[int, dict[str, list[str]], str]:
+        response = self.successResultOf(self.client.post(url, data=json.dumps(body).encode()))
+        text = self.successResultOf(response.text())
+        headers = {k.decode().lower(): [v.decode() for v in vs] for k, vs in response.headers.getAllRawHeaders()}
+        return response.code, headers, text
+
+    def records(self) -> list[dict]:
+        self.clock.advance(0)
+        if not self.log_path.exists():
+            return []
+        return [json.loads(line) for line in self.log_path.read_text().splitlines()]
+
+
+def ask(text: str, **extra) -> dict:
+    return {"model": "claude-x", "max_tokens": 100, "messages": [{"role": "user", "content": text}], **extra}
+
+
+def events(text: str) -> list[tuple[str, dict]]:
+    parsed = []
+    for frame in text.split("\n\n"):
+        if frame.strip():
+            lines = dict(line.split(": ", 1) for line in frame.splitlines())
+            parsed.append((lines["event"], json.loads(lines["data"])))
+    return parsed
+
+
+class MessagesTests(GatewayInMemory):
+    def test_oneshot_answer_and_its_record(self):
+        status, headers, text = self.post(ask("Tell me about the Alexiad"))
+        self.assertEqual(status, 200)
+        message = json.loads(text)
+        self.assertEqual(message["type"], "message")
+        self.assertIn("Alexiad", message["content"][0]["text"])
+        (record,) = self.records()
+        self.assertEqual(record["response"]["status"], 200)
+        self.assertEqual(record["ai"]["proxy"]["meta"]["request_mode"], "oneshot")
+        self.assertEqual(record["ai"]["proxy"]["usage"]["completion_tokens"], message["usage"]["output_tokens"])
+
+    def test_stream_events_in_anthropic_order(self):
+        status, headers, text = self.post(ask("hello [[chunks 3]]", stream=True))
+        self.assertEqual(status, 200)
+        self.assertTrue(headers["content-type"][0].startswith("text/event-stream"))
+        names = [name for name, _ in events(text)]
+        self.assertEqual(names[:2], ["message_start", "ping"])
+        self.assertEqual(names[-2:], ["message_delta", "message_stop"])
+        self.assertEqual(names.count("content_block_delta"), 3)
+        (record,) = self.records()
+        self.assertEqual(record["ai"]["proxy"]["meta"]["request_mode"], "stream")
+
+    def test_upstream_rate_limit_becomes_a_429_with_retry_after(self):
+        status, headers, text = self.post(ask("[[fail 429]]"))
+        self.assertEqual(status, 429)
+        self.assertEqual(json.loads(text)["error"]["type"], "rate_limit_error")
+        self.assertEqual(headers["retry-after"], ["12"])
+        self.assertEqual(self.records()[0]["response"]["status"], 429)
+
+    def test_upstream_overload_becomes_529(self):
+        status, _, text = self.post(ask("[[fail 503]]"))
+        self.assertEqual((status, json.loads(text)["error"]["type"]), (529, "overloaded_error"))
+
+    def test_a_stream_that_fails_midway_ends_with_an_error_event_and_no_message_stop(self):
+        status, _, text = self.post(ask("hello [[stream-error 500]]", stream=True))
+        self.assertEqual(status, 200)
+        names = [name for name, _ in events(text)]
+        self.assertEqual(names[0], "message_start")
+        self.assertEqual(names[-1], "error")
+        self.assertNotIn("message_stop", names)
+        self.assertEqual(len(self.records()), 1)
+
+    def test_strict_upstream_rejection_is_a_400_with_googles_message(self):
+        status, _, text = self.post(ask("hi", temperature=1.5, top_p=1.5))
+        self.assertEqual(status, 400)
+        error = json.loads(text)["error"]
+        self.assertEqual(error["type"], "invalid_request_error")
+
+    def test_count_tokens(self):
+        status, _, text = self.post(ask("count me"), url=MESSAGES + "/count_tokens")
+        self.assertEqual(status, 200)
+        self.assertGreater(json.loads(text)["input_tokens"], 0)
+
+    def test_unknown_path_under_the_route_is_anthropics_404(self):
+        status, _, text = self.post(ask("x"), url="http://gateway.test/anything/v1/nothing")
+        self.assertEqual(status, 404)
+        self.assertEqual(json.loads(text)["error"]["type"], "not_found_error")
+
+    def test_get_on_messages_is_405(self):
+        response = self.successResultOf(self.client.get(MESSAGES))
+        self.assertEqual(response.code, 405)
+
+    def test_no_route_is_kongs_404_and_still_logged_by_the_global_file_log(self):
+        status, _, text = self.post(ask("x"), url="http://gateway.test/nowhere")
+        self.assertEqual((status, json.loads(text)), (404, {"message": "no Route matched with those values"}))
+        (record,) = self.records()
+        self.assertEqual(record["response"]["status"], 404)
+        self.assertNotIn("route", record)
+
+
+class BrokenCredentialsTests(GatewayInMemory):
+    token_source = BrokenToken()
+
+    def test_credentials_failure_is_a_500_without_secrets(self):
+        status, _, text = self.post(ask("hi"))
+        self.assertEqual(status, 500)
+        error = json.loads(text)["error"]
+        self.assertEqual(error["type"], "api_error")
+        self.assertNotIn("PRIVATE", text)
+        self.assertEqual(self.records()[0]["response"]["status"], 500)
