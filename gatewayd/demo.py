@@ -120,6 +120,10 @@ class Daemon:
         self.output.close()
 
 
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
 def _read(path: Path) -> str | None:
     return path.read_text().strip() if path.exists() else None
 
@@ -163,11 +167,12 @@ def main(argv: list[str] | None = None) -> int:
             data=body,
             headers={"content-type": "application/json", "x-api-key": "x", "anthropic-version": "2023-06-01"},
         )
+        log_path = Path("/tmp/claude.json")  # the sample configuration's file-log path
+        before = len(_lines(log_path))
         with urllib.request.urlopen(request) as response:
             answer = json.load(response)
         print(answer["content"][0]["text"], "\n")
-        log_path = Path("/tmp/claude.json")
-        records = wait_for(lambda: log_path.exists() and log_path.read_text().splitlines(), what="file-log")
+        records = wait_for(lambda: len(lines := _lines(log_path)) > before and lines, what="file-log")
         print(f"$ tail -n 1 {log_path} | jq")
         print(json.dumps(json.loads(records[-1]), indent=2))
         if options.once:

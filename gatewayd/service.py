@@ -82,6 +82,12 @@ class Gateway(application.Service):
         self.runtime = runtime
         return runtime
 
+    def startService(self) -> None:
+        super().startService()
+        # Fetch tokens now, so the first request does not wait for a refresh.
+        for source in self.token_sources.values():
+            source.token().addErrback(lambda failure: None)  # the source logs its failures
+
     def stopService(self) -> Any:
         super().stopService()
         for file_log in self.file_logs.values():
