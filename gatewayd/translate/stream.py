@@ -315,6 +315,8 @@ class StreamTranslator:
             if text:
                 self._text(text, events)
         elif "functionCall" in part:
+            if self._tool_used and self._prepared.single_tool_call:
+                return  # the client asked for one call per turn (disable_parallel_tool_use)
             self._close(events)
             call = part["functionCall"]
             name = call.get("name", "")
