@@ -134,3 +134,30 @@ def test_answers_parse_as_sdk_messages(client):
         model="m", max_tokens=256, messages=[{"role": "user", "content": "[[cached 10]] hello"}])
     message = Message.model_validate(json.loads(raw.http_response.text))
     assert message.usage.cache_read_input_tokens == 10
+
+
+STOPS = ["<one>", "<two>", "<three>", "<four>", "<five>", "<six>"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_answers_end_to_end(client, stream):
+    def ask(text: str, **extra) -> Message:
+        kwargs = {"model": "m", "max_tokens": 256, "messages": [{"role": "user", "content": text}], **extra}
+        if stream:
+            with client.messages.stream(**kwargs) as events:
+                return events.get_final_message()
+        return client.messages.create(**kwargs)
+
+    # A sixth stop sequence never reaches Gemini (it takes five): gatewayd finds it in the text.
+    sixth = ask("[[say The answer is 42<six> and more]]", stop_sequences=STOPS)
+    assert (sixth.stop_reason, sixth.stop_sequence, sixth.content[-1].text) == ("stop_sequence", "<six>", "The answer is 42")
+    # One of the first five: Gemini cuts it; the (unpunctuated) end says it was a stop sequence.
+    first = ask("[[say The answer is 42<one> and more]]", stop_sequences=STOPS)
+    assert (first.stop_reason, first.stop_sequence) == ("stop_sequence", "<one>")
+    tools = [{"name": "lookup", "input_schema": {"type": "object", "properties": {"w": {"type": "string"}}}}]
+    cut = ask('[[call lookup {"w": "x"}]] [[finish MAX_TOKENS]]', tools=tools)
+    assert cut.stop_reason == "max_tokens" and not [b for b in cut.content if b.type == "tool_use"]
+    for reason in ("SAFETY", "RECITATION"):
+        assert ask(f"[[finish {reason}]] hi").stop_reason == "refusal"
+    blocked = ask("[[block PROHIBITED_CONTENT]]")
+    assert blocked.stop_reason == "refusal" and blocked.content == []
