@@ -103,6 +103,9 @@ class Exchange:
             if self.ai_payload:
                 proxy["payload"] = self.ai_payload
             record["ai"] = {"proxy": proxy}
+        if self.notes:
+            # gatewayd's own remarks (e.g. tools the target could not take), beside Kong's fields.
+            record["gatewayd"] = {"notes": list(self.notes)}
         return record
 
 

@@ -389,10 +389,52 @@ class Directory(Resource):
         return NotFound().render(request)
 
 
+def model_info(target: Target) -> dict[str, str]:
+    """One target's model in the shape of Anthropic's ``GET /v1/models`` entries."""
+    return {"type": "model", "id": target.model, "display_name": target.model, "created_at": "1970-01-01T00:00:00Z"}
+
+
+class ModelsResource(Resource):
+    """``GET /v1/models`` and ``/v1/models/{id}``: the route's target models, for clients that ask."""
+
+    isLeaf = True
+
+    def __init__(self, proxy: AIProxy) -> None:
+        super().__init__()
+        self.proxy = proxy
+
+    def render_GET(self, request: Request) -> object:
+        models: dict[str, dict[str, str]] = {}
+        for target in self.proxy.targets:
+            models.setdefault(target.model, model_info(target))
+        if request.postpath and request.postpath != [b""]:
+            wanted = b"/".join(request.postpath).decode("utf-8", "replace")
+            if wanted not in models:
+                respond_error(request, errors.not_found(f"model: {wanted}"))
+                return NOT_DONE_YET
+            _respond_json(request, 200, models[wanted])
+            return NOT_DONE_YET
+        data = list(models.values())
+        _respond_json(
+            request,
+            200,
+            {"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]},
+        )
+        return NOT_DONE_YET
+
+    def render(self, request: Request) -> object:
+        if request.method in (b"GET", b"HEAD"):
+            return self.render_GET(request)
+        request.setHeader("allow", "GET")
+        respond_error(request, errors.APIError(405, "invalid_request_error", "Method Not Allowed: use GET"))
+        return NOT_DONE_YET
+
+
 def messages_tree(proxy: AIProxy) -> dict[bytes, Resource]:
-    """The children an AI route's resource gets: ``v1/messages`` and below."""
+    """The children an AI route's resource gets: ``v1/messages`` and below, ``v1/models``."""
     v1 = Directory()
     messages = AIResource(proxy, "messages")
     messages.putChild(b"count_tokens", AIResource(proxy, "count_tokens"))
     v1.putChild(b"messages", messages)
+    v1.putChild(b"models", ModelsResource(proxy))
     return {b"v1": v1}

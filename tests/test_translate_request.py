@@ -15,6 +15,9 @@ from gatewayd.translate import (
     count_tokens_body,
     prepare,
 )
+from gatewayd.fakevertex import rules
+from gatewayd.fakevertex.errors import Rejected
+from gatewayd.translate import message_from_gemini
 from gatewayd.translate.request import SYSTEM_NOTE
 
 FIXTURE = Path(__file__).parent / "fixtures" / "claude_code" / "seed_question.json"
@@ -307,10 +310,60 @@ def test_tool_names_mapped_reversibly_and_server_tools_dropped():
     assert prepared.dropped_tools == ("web_search",)
 
 
-def test_only_server_tools_means_no_tools():
-    prepared = prepare(base(tools=[{"type": "web_search_20250305", "name": "web_search"}],
-                            tool_choice={"type": "auto"}), VERTEX_25)
-    assert "tools" not in prepared.body and "toolConfig" not in prepared.body
+WEB_SEARCH = {"type": "web_search_20250305", "name": "web_search", "max_uses": 8}
+
+
+@pytest.mark.parametrize("api", ["vertex", "gemini"])
+@pytest.mark.parametrize("model", ["gemini-2.0-flash", "gemini-2.5-flash", "gemini-3-pro-preview"])
+def test_web_search_alone_becomes_google_search(model, api):
+    profile = ModelProfile(model, api=api)
+    prepared = prepare(base(tools=[WEB_SEARCH], tool_choice={"type": "auto"}), profile)
+    assert prepared.body["tools"] == [{"googleSearch": {}}] and "toolConfig" not in prepared.body
+    assert prepared.dropped_tools == ()
+    rules.check_generate(prepared.body, api=api, model=model)
+    assert "tools" not in count_tokens_body(base(tools=[WEB_SEARCH]), profile).get("generateContentRequest", {})
+
+
+@pytest.mark.parametrize(
+    "model, api, combined",
+    [("gemini-3-pro-preview", "gemini", True), ("gemini-3-pro-preview", "vertex", False),
+     ("gemini-2.5-flash", "gemini", False), ("gemini-2.5-flash", "vertex", False)],
+)
+def test_web_search_next_to_functions_only_where_google_combines_them(model, api, combined):
+    prepared = prepare(base(tools=[tool(), WEB_SEARCH]), ModelProfile(model, api=api))
+    assert ({"googleSearch": {}} in prepared.body["tools"]) is combined
+    assert prepared.dropped_tools == (() if combined else ("web_search",))
+    rules.check_generate(prepared.body, api=api, model=model)
+    with_search = {**prepared.body, "tools": prepared.body["tools"] + [{"googleSearch": {}}]}
+    if not combined:
+        with pytest.raises(Rejected, match="function calling"):
+            rules.check_generate(with_search, api=api, model=model)
+
+
+def test_structured_output_becomes_response_schema():
+    schema = {"type": "object", "properties": {"title": {"type": "string"}}, "required": ["title"],
+              "additionalProperties": False}
+    for api in ("vertex", "gemini"):
+        body = base(output_config={"effort": "low", "format": {"type": "json_schema", "schema": schema}})
+        prepared = prepare(body, ModelProfile("gemini-2.5-flash", api=api))
+        config = prepared.body["generationConfig"]
+        assert config["responseMimeType"] == "application/json"
+        assert config["responseSchema"]["properties"] == {"title": {"type": "STRING"}}
+        rules.check_generate(prepared.body, api=api, model="gemini-2.5-flash")
+    with pytest.raises(TranslationError, match="output_config.format"):
+        prepare(base(output_config={"format": {"type": "text"}}), VERTEX_25)
+
+
+def test_disable_parallel_tool_use_keeps_the_first_call():
+    prepared = prepare(base(tools=[tool("a"), tool("b")],
+                            tool_choice={"type": "auto", "disable_parallel_tool_use": True}), VERTEX_25)
+    assert prepared.single_tool_call
+    resp = {"candidates": [{"content": {"role": "model", "parts": [
+        {"functionCall": {"name": "a", "args": {}}}, {"functionCall": {"name": "b", "args": {}}}]},
+        "finishReason": "STOP"}]}
+    message = message_from_gemini(resp, prepared, message_id="msg_1", model="m")
+    assert [b["name"] for b in message["content"]] == ["a"] and message["stop_reason"] == "tool_use"
+    assert not prepare(base(tools=[tool("a")], tool_choice={"type": "auto"}), VERTEX_25).single_tool_call
 
 
 def test_empty_text_dropped_and_empty_turns_removed():

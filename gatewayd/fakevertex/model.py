@@ -24,6 +24,20 @@ More directives in that text:
 - ``[[chunks N]]``: a stream carries the text in N chunks (default: the server's --stream-chunks).
 - ``[[stream-error CODE]]``: a stream sends its content chunks, then ends with
   ``data: {"error": {...}}`` instead of the final chunk (non-streaming calls answer normally).
+- ``[[plan STEPS]]``: a scripted multi-step tool session.  STEPS is a JSON list; each step is
+  ``{"NAME": {args}}`` (one call) or a list of such objects (parallel calls, in order).  The plan
+  is read from the last user text that holds one (anywhere in ``contents``, so tool results in
+  between do not hide it); the model has done K steps when K model contents with function calls
+  follow that text, and answers with step K's calls (names must be declared), even right after
+  function responses.  Once every step is done it answers ``"Plan done. "`` + the (a) text of
+  the last results.  A client that runs the steps in order thus ends in a known state.
+- ``[[finish REASON]]``: the answer ends with that finishReason (``MAX_TOKENS``, ``SAFETY``,
+  ``RECITATION``, ...) instead of STOP; with MAX_TOKENS a scripted call is cut off (no parts).
+- ``[[block REASON]]``: the prompt is blocked: no candidates, ``promptFeedback.blockReason``.
+- ``[[say TEXT]]``: answer exactly TEXT (no "Echo: "), e.g. to end in a stop sequence;
+  Gemini cuts the text before the first of ``stopSequences`` it contains and drops the rest.
+- ``[[cached N]]``: usage reports ``cachedContentTokenCount`` N (N <= the prompt tokens).
+- ``[[ground]]`` with a ``googleSearch`` tool: the answer carries ``groundingMetadata``.
 
 When ``generationConfig.thinkingConfig.includeThoughts`` is true the content starts with a thought
 part ``{"text": THOUGHT, "thought": true}``.  Gemini 3 models put a ``thoughtSignature`` (opaque
@@ -62,6 +76,15 @@ _STREAM_ERROR = re.compile(r"\[\[stream-error\s+(\d{3})\]\]")
 _CHUNKS = re.compile(r"\[\[chunks\s+(\d+)\]\]")
 _CALL = re.compile(r"\[\[call\s+([^\s\]]+)\s*")
 _READ = re.compile(r"read the file\s+[\"'`]?([^\s\"'`]+)", re.I)
+_PLAN = re.compile(r"\[\[plan\s+")
+_FINISH = re.compile(r"\[\[finish\s+([A-Z_]+)\]\]")
+_BLOCK = re.compile(r"\[\[block\s+([A-Z_]+)\]\]")
+_SAY = re.compile(r"\[\[say\s(.*?)\]\]", re.S)
+_CACHED = re.compile(r"\[\[cached\s+(\d+)\]\]")
+GROUNDING = {
+    "webSearchQueries": ["fake search"],
+    "groundingChunks": [{"web": {"uri": "https://example.com/alexiad", "title": "The Alexiad"}}],
+}
 
 
 @frozen
@@ -72,6 +95,10 @@ class Reply:
     error: Rejected | None = None
     chunks: int | None = None
     stream_error: int | None = None
+    finish_reason: str = "STOP"
+    block_reason: str | None = None
+    cached: int = 0
+    grounding: dict[str, Any] | None = None
 
 
 def last_user_content(request: dict[str, Any]) -> dict[str, Any]:
@@ -124,6 +151,51 @@ def read_file_call(text: str, declared: set[str]) -> list[dict[str, Any]]:
     return [{"name": "Read", "args": {"file_path": path}}] if path else []
 
 
+def plan_calls(request: dict[str, Any], declared: set[str]) -> tuple[list[dict[str, Any]], bool] | None:
+    """``(calls of the next step, whether it is the last)`` of the latest plan, or None.
+
+    None when no user text holds a plan; ``([], True)`` when every step is done.
+    """
+    contents = request.get("contents", [])
+    decoder = json.JSONDecoder()
+    for index in range(len(contents) - 1, -1, -1):
+        content = contents[index]
+        if content.get("role", "") not in ("", "user"):
+            continue
+        match = _PLAN.search(user_text(content))
+        if match is None:
+            continue
+        try:
+            steps, _ = decoder.raw_decode(user_text(content), match.end())
+        except json.JSONDecodeError:
+            return None
+        if not isinstance(steps, list):
+            return None
+        done = sum(
+            1
+            for later in contents[index + 1 :]
+            if later.get("role") == "model" and any("functionCall" in p for p in later.get("parts", []))
+        )
+        if done >= len(steps):
+            return [], True
+        step = steps[done]
+        calls = [
+            {"name": name, "args": args}
+            for item in (step if isinstance(step, list) else [step])
+            if isinstance(item, dict)
+            for name, args in item.items()
+            if name in declared and isinstance(args, dict)
+        ]
+        return calls, False
+    return None
+
+
+def _cut_at_stop(text: str, stops: list[str]) -> str:
+    """Gemini ends the text before the first stop sequence it contains."""
+    cut = min((text.find(s) for s in stops if s and s in text), default=-1)
+    return text[:cut] if cut >= 0 else text
+
+
 def answer_text(content: dict[str, Any]) -> str:
     responses = [part["functionResponse"] for part in content.get("parts", []) if "functionResponse" in part]
     if responses:
@@ -150,21 +222,40 @@ def script(request: dict[str, Any], *, model: str, sign: Callable[[], str]) -> R
     parts: list[dict[str, Any]] = []
     if thinking.get("includeThoughts"):
         parts.append({"text": THOUGHT, "thought": True})
+    block = _BLOCK.search(text)
+    if block:
+        return Reply(block_reason=block.group(1))
+    finish = _FINISH.search(text)
+    cached = _CACHED.search(text)
+    said = _SAY.search(text)
+    declared = declared_functions(request)
     calls: list[dict[str, Any]] = []
-    if not any("functionResponse" in part for part in content.get("parts", [])):
-        declared = declared_functions(request)
+    plan = plan_calls(request, declared)
+    prefix = ""
+    if plan is not None:
+        calls, finished = plan
+        prefix = "Plan done. " if finished else ""
+    elif not any("functionResponse" in part for part in content.get("parts", [])):
         calls = parse_calls(text, declared) or read_file_call(text, declared)
-    if calls:
+    finish_reason = finish.group(1) if finish else "STOP"
+    if calls and finish_reason != "MAX_TOKENS":
         parts.extend({"functionCall": call} for call in calls)
-    else:
-        parts.append({"text": answer_text(content)})
-    if catalog.is_gemini3(model):
+    elif not calls:
+        answer = said.group(1) if said else prefix + answer_text(content)
+        answer = _cut_at_stop(answer, request.get("generationConfig", {}).get("stopSequences", []))
+        if answer:
+            parts.append({"text": answer})
+    if catalog.is_gemini3(model) and parts:
         target = next((part for part in parts if "functionCall" in part), parts[-1])
         target["thoughtSignature"] = sign()
+    grounded = "[[ground]]" in text and any("googleSearch" in tool for tool in request.get("tools", []))
     return Reply(
         parts=tuple(parts),
         chunks=int(chunks.group(1)) if chunks else None,
         stream_error=int(stream_error.group(1)) if stream_error else None,
+        finish_reason=finish_reason,
+        cached=int(cached.group(1)) if cached else 0,
+        grounding=GROUNDING if grounded else None,
     )
 
 
@@ -178,9 +269,11 @@ def _output(part: dict[str, Any]) -> str:
     return part.get("text", "")
 
 
-def usage(prompt_tokens: int, parts: list[dict[str, Any]], *, thoughts: int = 0) -> dict[str, int]:
+def usage(prompt_tokens: int, parts: list[dict[str, Any]], *, thoughts: int = 0, cached: int = 0) -> dict[str, int]:
     candidates = _tokens("".join(_output(part) for part in parts if not part.get("thought")))
     metadata = {"promptTokenCount": prompt_tokens, "candidatesTokenCount": candidates}
+    if cached:
+        metadata["cachedContentTokenCount"] = min(cached, prompt_tokens)
     if thoughts:
         metadata["thoughtsTokenCount"] = thoughts
     metadata["totalTokenCount"] = prompt_tokens + candidates + thoughts
@@ -193,13 +286,21 @@ def _thought_tokens(reply: Reply) -> int:
 
 def response(reply: Reply, *, envelope: dict[str, Any], prompt_tokens: int) -> dict[str, Any]:
     """The whole ``generateContent`` answer.  ``envelope``: modelVersion, responseId, ..."""
-    return {
-        "candidates": [
-            {"content": {"role": "model", "parts": list(reply.parts)}, "finishReason": "STOP"}
-        ],
-        "usageMetadata": usage(prompt_tokens, list(reply.parts), thoughts=_thought_tokens(reply)),
-        **envelope,
-    }
+    metadata = usage(prompt_tokens, list(reply.parts), thoughts=_thought_tokens(reply), cached=reply.cached)
+    if reply.block_reason is not None:
+        return {"promptFeedback": {"blockReason": reply.block_reason}, "usageMetadata": metadata, **envelope}
+    return {"candidates": [_candidate(reply, list(reply.parts))], "usageMetadata": metadata, **envelope}
+
+
+def _candidate(reply: Reply, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The last candidate of an answer: its parts (a content without parts has only a role)."""
+    content: dict[str, Any] = {"role": "model"}
+    if parts:
+        content["parts"] = parts
+    candidate: dict[str, Any] = {"content": content, "finishReason": reply.finish_reason}
+    if reply.grounding is not None:
+        candidate["groundingMetadata"] = reply.grounding
+    return candidate
 
 
 def split_text(text: str, count: int) -> list[str]:
@@ -212,6 +313,8 @@ def stream_chunks(
     reply: Reply, *, envelope: dict[str, Any], prompt_tokens: int, chunks: int
 ) -> list[dict[str, Any]]:
     """The ``streamGenerateContent`` chunks; the last one has no parts, only finishReason and usage."""
+    if reply.block_reason is not None:
+        return [response(reply, envelope=envelope, prompt_tokens=prompt_tokens)]
     pieces: list[list[dict[str, Any]]] = []
     for part in reply.parts:
         if part.get("thought") or "functionCall" in part:
@@ -234,14 +337,14 @@ def stream_chunks(
         out.append(
             {
                 "candidates": [{"content": {"role": "model", "parts": chunk_parts}}],
-                "usageMetadata": usage(prompt_tokens, seen, thoughts=thoughts),
+                "usageMetadata": usage(prompt_tokens, seen, thoughts=thoughts, cached=reply.cached),
                 **envelope,
             }
         )
     out.append(
         {
-            "candidates": [{"content": {"role": "model"}, "finishReason": "STOP"}],
-            "usageMetadata": usage(prompt_tokens, seen, thoughts=thoughts),
+            "candidates": [_candidate(reply, [])],
+            "usageMetadata": usage(prompt_tokens, seen, thoughts=thoughts, cached=reply.cached),
             **envelope,
         }
     )

@@ -291,7 +291,14 @@ def check_function_turns(contents: list[dict[str, Any]]) -> None:
             )
 
 
-def check_tools(request: dict[str, Any], api: str) -> None:
+def check_tools(request: dict[str, Any], api: str, model: str = "") -> None:
+    tools = request.get("tools", [])
+    searching = any("googleSearch" in tool for tool in tools)
+    calling = any(tool.get("functionDeclarations") for tool in tools)
+    if searching and calling and not (api == "gemini" and catalog.is_gemini3(model)):
+        # Built-in tools next to function declarations ("tool combination") are a Gemini 3
+        # feature of the Gemini API; elsewhere generateContent refuses the pair.
+        raise Rejected(400, "Tool use with function calling is unsupported")
     declarations = [
         (tool_index, decl_index, decl)
         for tool_index, tool in enumerate(request.get("tools", []))
@@ -435,7 +442,7 @@ def check_generate(
             "CachedContent can not be used with GenerateContent request setting system_instruction, tools or "
             "tool_config.\n\nProposed fix: move those values to CachedContent from GenerateContent request.",
         )
-    check_tools(request, api)
+    check_tools(request, api, model)
     check_generation_config(request.get("generationConfig", {}), api, model)
     check_function_turns(contents)
     if catalog.is_gemini3(model):

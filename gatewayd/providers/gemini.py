@@ -121,9 +121,7 @@ def target_from_config(config: Mapping[str, Any], index: int) -> Target:
             )
     if upstream_url:
         scheme, host, port = _endpoint(upstream_url)
-        path = urlsplit(upstream_url).path.rstrip("/")
-        if path:
-            base_path = path + base_path
+        base_path = _upstream_base_path(urlsplit(upstream_url).path, base_path)
     logging = config.get("logging") or {}
     return Target(
         model=name,
@@ -141,6 +139,26 @@ def target_from_config(config: Mapping[str, Any], index: int) -> Target:
         output_cost=options.get("output_cost"),
         index=index,
     )
+
+
+def _upstream_base_path(path: str, default: str) -> str:
+    """The base path a ``model.options.upstream_url`` gives, as Kong reads it.
+
+    Kong sends every call to upstream_url as it is; it names one operation. gatewayd calls three
+    (generate, stream, count), so the operation after the last ``:`` is replaced per call:
+    ``https://host/v1beta/models/m:generateContent`` -> base ``/v1beta/models/m``.  A URL whose
+    path ends in ``models/NAME`` is that base; a bare host keeps the provider's usual path; any
+    other path is a prefix (a proxy mounted under a path) before the usual path.
+    """
+    path = path.rstrip("/")
+    if not path:
+        return default
+    head, colon, _ = path.rpartition(":")
+    if colon and "/" not in path[len(head):]:
+        return head
+    if path.rsplit("/", 2)[-2:-1] == ["models"]:
+        return path
+    return path + default
 
 
 def _auth(auth: Mapping[str, Any], index: int) -> Auth:

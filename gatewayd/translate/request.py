@@ -2,8 +2,15 @@
 
 Everything a real Claude Code request carries must translate: ``role: "system"`` messages inside
 ``messages`` become user-role notes in place, cache_control/metadata/context_management are
-dropped, server tools are left out (and named in ``Prepared.dropped_tools``), thinking history
-is kept only where it carries one of our signatures.
+dropped, thinking history is kept only where it carries one of our signatures.
+
+Server tools: web search becomes Gemini's ``googleSearch`` grounding tool where the target takes
+it (alone on every model; next to function declarations only on Gemini 3 through the Gemini API,
+Google's "tool combination"); any other server tool, and web search where it cannot go, is left
+out and named in ``Prepared.dropped_tools`` (the log record says so).
+``output_config.format`` (structured outputs, e.g. Claude Code's title call) becomes
+``responseMimeType: application/json`` with the cleaned schema as ``responseSchema``.
+``tool_choice.disable_parallel_tool_use`` has no Gemini switch: the answer keeps the first call.
 """
 
 import base64
@@ -64,6 +71,7 @@ class Prepared:
     requested_model: str = ""
     include_thoughts: bool = False
     dropped_tools: tuple[str, ...] = ()  # server tools we could not offer (by name)
+    single_tool_call: bool = False  # disable_parallel_tool_use: keep only the first call
 
 
 def prepare(body: dict, profile: ModelProfile, memory: SignatureMemory | None = None) -> Prepared:
@@ -91,6 +99,7 @@ def prepare(body: dict, profile: ModelProfile, memory: SignatureMemory | None = 
     if stops:
         config["stopSequences"] = list(stops[:MAX_STOP_SEQUENCES])
     include_thoughts = _thinking(body, profile, config)
+    _response_format(body, profile, config)
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise TranslationError("stream", "must be a boolean")
@@ -102,6 +111,7 @@ def prepare(body: dict, profile: ModelProfile, memory: SignatureMemory | None = 
         requested_model=model,
         include_thoughts=include_thoughts,
         dropped_tools=tuple(builder.dropped_tools),
+        single_tool_call=builder.single_tool_call,
     )
 
 
@@ -111,6 +121,10 @@ def count_tokens_body(body: dict, profile: ModelProfile) -> dict:
         raise TranslationError("body", "must be a JSON object")
     gemini = _Builder(profile).build(body)
     gemini.pop("toolConfig", None)
+    if any("googleSearch" in tool for tool in gemini.get("tools", ())):
+        gemini["tools"] = [tool for tool in gemini["tools"] if "googleSearch" not in tool]
+        if not gemini["tools"]:
+            del gemini["tools"]
     if profile.api == "gemini":
         return {"generateContentRequest": {"model": f"models/{profile.model_id}", **gemini}}
     return gemini
@@ -161,6 +175,8 @@ class _Builder:
     names: _Names = field(factory=_Names)
     dropped_tools: list = field(factory=list)
     call_names: dict = field(factory=dict)  # tool_use id -> gemini function name
+    web_search: str | None = None  # the name of a declared web search server tool
+    single_tool_call: bool = False
 
     def build(self, body: dict) -> dict:
         messages = body.get("messages")
@@ -179,8 +195,15 @@ class _Builder:
         system = _system(body.get("system"))
         if system:
             gemini["systemInstruction"] = {"parts": system}
+        tools = [{"functionDeclarations": declarations}] if declarations else []
+        if self.web_search is not None:
+            if not declarations or (self.profile.api == "gemini" and self.profile.is_gemini3):
+                tools.append({"googleSearch": {}})
+            else:
+                self.dropped_tools.append(self.web_search)
+        if tools:
+            gemini["tools"] = tools
         if declarations:
-            gemini["tools"] = [{"functionDeclarations": declarations}]
             tool_config = self._tool_choice(body.get("tool_choice"))
             if tool_config:
                 gemini["toolConfig"] = tool_config
@@ -200,6 +223,9 @@ class _Builder:
             if not isinstance(name, str) or not name:
                 raise TranslationError(f"{where}.name", "is required")
             kind = tool.get("type")
+            if isinstance(kind, str) and kind.startswith("web_search_") and self.web_search is None:
+                self.web_search = name
+                continue
             if kind not in (None, "custom"):
                 self.dropped_tools.append(name)
                 continue
@@ -222,6 +248,7 @@ class _Builder:
         if not isinstance(choice, dict):
             raise TranslationError("tool_choice", "must be an object")
         kind = choice.get("type")
+        self.single_tool_call = choice.get("disable_parallel_tool_use") is True and kind != "none"
         if kind == "auto":
             config = {"mode": "AUTO"}
         elif kind == "any":
@@ -619,6 +646,23 @@ def _thinking(body: dict, profile: ModelProfile, config: dict) -> bool:
     if thinking_config:
         config["thinkingConfig"] = thinking_config
     return include
+
+
+def _response_format(body: dict, profile: ModelProfile, config: dict) -> None:
+    """Structured outputs: ``output_config.format`` (or the older top-level ``output_format``)."""
+    output_config = body.get("output_config")
+    spec = output_config.get("format") if isinstance(output_config, dict) else None
+    if spec is None:
+        spec = body.get("output_format")
+    if spec is None:
+        return
+    if not isinstance(spec, dict) or spec.get("type") != "json_schema":
+        raise TranslationError("output_config.format", "must be {\"type\": \"json_schema\", \"schema\": {...}}")
+    schema = spec.get("schema")
+    if not isinstance(schema, dict):
+        raise TranslationError("output_config.format.schema", "is required and must be an object")
+    config["responseMimeType"] = "application/json"
+    config["responseSchema"] = clean_schema_json(_json_key(schema), profile.api)
 
 
 def _level(kind: str | None, budget: int | None, effort: str | None, profile: ModelProfile) -> str | None:

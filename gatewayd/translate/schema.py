@@ -3,6 +3,14 @@
 Both APIs reject unknown keywords with a 400, so the output holds only fields of the
 ``Schema`` message (aiplatform v1 ``openapi.proto``; generativelanguage v1beta ``content.proto``).
 Constraints that have no field become a note in the description so the model still sees them.
+
+Why ``parameters`` and not ``parametersJsonSchema``: both APIs' FunctionDeclaration protos have
+``parameters_json_schema`` (mutually exclusive with ``parameters``; the fake enforces that), but
+Google documents it for newer models only and does not publish which JSON Schema keywords each
+model honours, while ``parameters`` is one closed, published field table that every generation
+(2.0 included) and both APIs validate the same way.  So gatewayd sends ``parameters`` and keeps
+the meaning itself: ``$ref``/``$defs`` inlined, ``const`` as an enum, ``"null"`` in type arrays
+as ``nullable``, ``allOf`` merged, dropped constraints spelled out in the description.
 """
 
 import json

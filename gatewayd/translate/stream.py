@@ -301,7 +301,11 @@ class StreamTranslator:
             # A text part's signature follows its text block, so the text stays
             # one block, as Anthropic streams it; it goes back on that text part.
             self._text(part["text"], events)
-            if self._open != "text" and self._matched is None:
+            if self._matched is not None:
+                # Cut at a stop sequence: the answer is over and its text stays last.
+                self._trailing = ("".join(self._block_text), signature)
+                return
+            if self._open != "text":
                 self._open_block(events, {"type": "text", "text": ""}, "text")
             if self._open == "text":
                 self._text_signature = signature
@@ -315,6 +319,8 @@ class StreamTranslator:
             if text:
                 self._text(text, events)
         elif "functionCall" in part:
+            if self._tool_used and self._prepared.single_tool_call:
+                return  # the client asked for one call per turn (disable_parallel_tool_use)
             self._close(events)
             call = part["functionCall"]
             name = call.get("name", "")

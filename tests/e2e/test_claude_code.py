@@ -126,3 +126,31 @@ def test_read_tool_turn_on_gemini_3(gemini3_daemon, fake, tmp_path):
     call_parts = [p for c in model_turns for p in c["parts"] if "functionCall" in p]
     assert call_parts[0]["functionCall"]["name"] == "Read"
     assert call_parts[0].get("thoughtSignature") not in (None, "skip_thought_signature_validator")
+
+
+def test_multi_turn_tool_session_on_gemini_3(gemini3_daemon, fake, tmp_path):
+    """Claude Code runs a scripted plan: parallel Writes, Read, Edit, then Bash and Glob in parallel."""
+    project = tmp_path / "project"
+    project.mkdir()
+    plan = [
+        [{"Write": {"file_path": f"{project}/notes.txt", "content": "alpha\nbeta\n"}},
+         {"Write": {"file_path": f"{project}/count.py", "content": "print(len(open('notes.txt').read().split()))\n"}}],
+        {"Read": {"file_path": f"{project}/notes.txt"}},
+        {"Edit": {"file_path": f"{project}/notes.txt", "old_string": "beta", "new_string": "beta\ngamma"}},
+        [{"Bash": {"command": "python3 count.py > count.txt", "description": "Count words"}},
+         {"Glob": {"pattern": "*.txt"}}],
+    ]
+    fake.clear()
+    result = run_claude(
+        gemini3_daemon, "gemini-3-pro-preview", f"Set up the notes. [[plan {json.dumps(plan)}]]", tmp_path,
+        "--allowedTools", "Read,Write,Edit,Bash,Glob",
+    )
+    assert result["is_error"] is False, result
+    assert result["result"].startswith("Plan done. Tool results: Bash"), result["result"]
+    assert (project / "notes.txt").read_text() == "alpha\nbeta\ngamma\n"
+    assert (project / "count.txt").read_text() == "3\n"
+    main = [r for r in fake.requests() if ":streamGenerateContent" in r["path"] and r["body"].get("tools")]
+    assert len(main) == 5 and all(r["status"] == 200 for r in main)
+    last = main[-1]["body"]["contents"]
+    steps = [[p["functionCall"]["name"] for p in c["parts"] if "functionCall" in p] for c in last if c["role"] == "model"]
+    assert [s for s in steps if s] == [["Write", "Write"], ["Read"], ["Edit"], ["Bash", "Glob"]]
