@@ -174,9 +174,9 @@ class ModelResource(Resource):
         except ValueError:
             body = raw.decode("utf-8", "replace")
         try:
-            model_name, method = self._route(request)
-            if self._fake.fail_all is not None:
+            if self._fake.fail_all is not None:  # down, whoever asks
                 raise canned(self._fake.fail_all)
+            model_name, method = self._route(request)
             if not isinstance(body, dict):
                 raise Rejected(400, "Invalid JSON payload received. Unexpected token.")
             if method == "countTokens":
