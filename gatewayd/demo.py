@@ -68,6 +68,11 @@ class FakeVertex:
         with urllib.request.urlopen(self.url + "/_fake/requests") as response:
             return json.load(response)
 
+    def streams(self) -> dict[str, int]:
+        """Streams open now, and streams whose client (gatewayd) left before their end."""
+        with urllib.request.urlopen(self.url + "/_fake/streams") as response:
+            return json.load(response)
+
     def clear(self) -> None:
         request = urllib.request.Request(self.url + "/_fake/requests", method="DELETE")
         urllib.request.urlopen(request).read()

@@ -36,6 +36,11 @@ def not_found(message: str) -> APIError:
     return APIError(404, "not_found_error", message)
 
 
+def upstream_timeout(host: str, phase: str) -> APIError:
+    """The upstream did not connect, answer or go on streaming in time (the SDK's GatewayTimeoutError)."""
+    return APIError(504, "timeout_error", f"upstream {host} timed out waiting for the {phase}")
+
+
 # Google's canonical codes, keyed by HTTP status, mapped to (status, Anthropic type).
 _BY_STATUS = {
     400: (400, "invalid_request_error"),
@@ -47,7 +52,7 @@ _BY_STATUS = {
     500: (500, "api_error"),
     502: (502, "api_error"),
     503: (529, "overloaded_error"),
-    504: (504, "api_error"),
+    504: (504, "timeout_error"),
 }
 
 

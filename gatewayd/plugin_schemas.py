@@ -485,7 +485,9 @@ AI_PROXY_ADVANCED_CONFIG = record({
         "text/embeddings", "text/generation", "video/generation")),
     "llm_format": string(default="openai", one_of=(
         "anthropic", "bedrock", "cohere", "gemini", "huggingface", "openai")),
-    "max_request_body_size": integer(default=1048576),
+    # Kong's default is 1048576; gatewayd's is Anthropic's own limit, 32 MiB, since
+    # Claude Code's requests with screenshots or PDFs pass 1 MiB.  Set it to lower it.
+    "max_request_body_size": integer(default=32 * 1024 * 1024),
     "model_name_header": boolean(default=True),
     "response_streaming": string(default="allow", one_of=("allow", "always", "deny")),
     "targets": array(_TARGET, required=True),

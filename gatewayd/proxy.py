@@ -9,21 +9,25 @@ answer (or stream) back.  Everything a request did is noted on its
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import string
-from typing import Any, Mapping
+import tempfile
+from typing import IO, Any, Awaitable, Callable, Mapping
 
-from attrs import define
+from attrs import define, frozen
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.error import TimeoutError as ConnectingTimeout
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IResponse
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import NOT_DONE_YET, Request, Site
 import treq
 from treq.client import HTTPClient
 
 from gatewayd import errors
+from gatewayd.balancer import Balancer, BalancerConfig
 from gatewayd.exchange import Exchange
 from gatewayd.providers.auth import CredentialsError, TokenSource
 from gatewayd.providers.gemini import Target
@@ -42,6 +46,8 @@ from gatewayd.translate import (
 
 #: Anthropic's own limit on a Messages request body.
 MAX_BODY = 32 * 1024 * 1024
+#: Bodies up to this size stay in memory; larger ones go to a temporary file.
+_IN_MEMORY = 100_000
 
 _ALPHABET = string.ascii_letters + string.digits
 
@@ -60,80 +66,147 @@ class AIProxy:
     tokens: Mapping[str, TokenSource]
     reactor: IReactorTime
     signatures: SignatureMemory
-    read_timeout: float = 60.0
+    balancer: Balancer
+    max_body: int = MAX_BODY
 
     log = Logger()
 
-    def choose(self) -> Target:
-        """The target for the next request (the balancer grows from here)."""
-        return self.targets[0]
+    @property
+    def settings(self) -> BalancerConfig:
+        return self.balancer.config
 
     async def messages(self, request: Request, exchange: Exchange) -> None:
-        body = _read_json(request)
-        target = self.choose()
-        try:
-            prepared = prepare(body, target.profile, self.signatures)
-        except TranslationError as error:
-            raise errors.invalid_request(str(error)) from None
-        if prepared.dropped_tools:
-            exchange.notes.append("tools left out: " + ", ".join(prepared.dropped_tools))
-        action = "stream" if prepared.stream else "generate"
-        self._note_attempt(exchange, target, action, prepared)
-        if target.log_payloads:
-            exchange.ai_payload = {"request": request_body(request).decode("utf-8", "replace")}
-        response = await self._call(request, exchange, target, action, prepared.body)
-        if prepared.stream:
-            await self._stream(request, exchange, target, prepared, response)
-        else:
+        body = _read_json(request, self.max_body)
+
+        async def attempt(index: int, target: Target) -> None:
+            try:
+                prepared = prepare(body, target.profile, self.signatures)
+            except TranslationError as error:
+                raise errors.invalid_request(str(error)) from None
+            if prepared.dropped_tools:
+                exchange.notes.append("tools left out: " + ", ".join(prepared.dropped_tools))
+            action = "stream" if prepared.stream else "generate"
+            self._note_attempt(exchange, target, action, prepared)
+            if target.log_payloads:
+                exchange.ai_payload = {"request": request_body(request).decode("utf-8", "replace")}
+            started = self.reactor.seconds()
+            response = await self._call(request, exchange, target, action, prepared.body)
+            if prepared.stream:
+                await self._stream(request, exchange, index, target, prepared, response, started)
+                return
             raw = await self._read(response, exchange)
             self._check(response, raw)
             data = json.loads(raw)
             message = message_from_gemini(
                 data, prepared, message_id=message_id(), model=target.model, memory=self.signatures
             )
-            self._note_usage(exchange, target, message["usage"], data.get("modelVersion"))
+            self._note_usage(exchange, target, message["usage"], data.get("modelVersion"), started)
+            self._finished(index, exchange)
             if exchange.ai_payload is not None:
                 exchange.ai_payload["response"] = json.dumps(message)
             _respond_json(request, 200, message)
 
+        await self._balance(request, exchange, body, attempt)
+
     async def count_tokens(self, request: Request, exchange: Exchange) -> None:
-        body = _read_json(request)
-        target = self.choose()
-        try:
-            gemini_body = count_tokens_body(body, target.profile)
-        except TranslationError as error:
-            raise errors.invalid_request(str(error)) from None
-        self._note_attempt(exchange, target, "count", None)
-        response = await self._call(request, exchange, target, "count", gemini_body)
-        raw = await self._read(response, exchange)
-        self._check(response, raw)
-        _respond_json(request, 200, count_tokens_from_gemini(json.loads(raw)))
+        body = _read_json(request, self.max_body)
+
+        async def attempt(index: int, target: Target) -> None:
+            try:
+                gemini_body = count_tokens_body(body, target.profile)
+            except TranslationError as error:
+                raise errors.invalid_request(str(error)) from None
+            self._note_attempt(exchange, target, "count", None)
+            response = await self._call(request, exchange, target, "count", gemini_body)
+            raw = await self._read(response, exchange)
+            self._check(response, raw)
+            self.balancer.finished(index)
+            _respond_json(request, 200, count_tokens_from_gemini(json.loads(raw)))
+
+        await self._balance(request, exchange, body, attempt)
+
+    async def _balance(
+        self,
+        request: Request,
+        exchange: Exchange,
+        body: Mapping[str, Any],
+        attempt: Callable[[int, Target], Awaitable[None]],
+    ) -> None:
+        """Run ``attempt`` on the balancer's targets until one answers or failover ends.
+
+        A failed attempt moves on to the next target only when its outcome is
+        in ``failover_criteria`` and nothing has been sent to the client yet.
+        """
+        model = body.get("model") if isinstance(body.get("model"), str) else None
+        hash_key = request.getHeader(self.settings.hash_on_header)
+        last: errors.APIError | None = None
+        for index in self.balancer.attempts(model, hash_key):
+            target = self.targets[index]
+            self.balancer.started(index)
+            try:
+                await attempt(index, target)
+                return
+            except _ClientGone:
+                self.balancer.released(index)
+                raise
+            except _Failed as failed:
+                exchange.tried_targets[-1].update(outcome=failed.outcome, error=failed.error.message)
+                last = failed.error
+                if not self.settings.fails_over(failed.outcome):
+                    self.balancer.finished(index)
+                    raise failed.error from None
+                self.balancer.failed(index)
+                if request.startedWriting:
+                    raise failed.error from None
+                self.log.info(
+                    "target {index} ({host}, {model}) failed with {outcome}; trying the next",
+                    index=index, host=target.host, model=target.model, outcome=failed.outcome,
+                )
+            except BaseException:
+                self.balancer.released(index)
+                raise
+        if last is not None:
+            raise last
+        wait = self.balancer.next_recovery()
+        raise errors.APIError(
+            529,
+            "overloaded_error",
+            "every target of this route failed recently and is cooling down; retry later",
+            (("retry-after", str(max(1, math.ceil(wait)))),),
+        )
 
     async def _call(
         self, request: Request, exchange: Exchange, target: Target, action: str, body: dict[str, Any]
     ) -> IResponse:
         headers = {"Content-Type": "application/json", "User-Agent": "gatewayd/0.1"}
         headers.update(await self._credentials(target))
-        exchange.proxy_started = self.reactor.seconds()
+        if exchange.proxy_started is None:
+            exchange.proxy_started = self.reactor.seconds()
         pending: Deferred[IResponse] = self.client.post(
             target.url(action),
             data=json.dumps(body, ensure_ascii=False).encode("utf-8"),
             headers=headers,
             unbuffered=True,
         )
-        pending.addTimeout(self.read_timeout, self.reactor)
+        # The body goes to the kernel in one write, so the time it may take to
+        # leave is part of the wait for the answer's first byte.
+        pending.addTimeout(self.settings.write_timeout + self.settings.read_timeout, self.reactor)
         request.notifyFinish().addErrback(lambda _: pending.cancel())
         try:
             response = await pending
         except TimeoutError:
-            raise errors.APIError(504, "api_error", "upstream did not answer in time") from None
+            raise _Failed("timeout", errors.upstream_timeout(target.host, "answer")) from None
         except CancelledError:
             raise _ClientGone() from None
+        except ConnectingTimeout:
+            raise _Failed("timeout", errors.upstream_timeout(target.host, "connect")) from None
         except Exception as error:
             self.log.warn(
                 "upstream call to {host} failed: {error}", host=target.host, error=repr(error)
             )
-            raise errors.APIError(502, "api_error", f"upstream unreachable: {target.host}") from None
+            raise _Failed(
+                "error", errors.APIError(502, "api_error", f"upstream unreachable: {target.host}")
+            ) from None
         exchange.tried_targets[-1]["ip"] = _peer_ip(response)
         return response
 
@@ -146,25 +219,39 @@ class AIProxy:
         try:
             token = await self.tokens[auth.identity()].token()
         except CredentialsError as error:
-            raise errors.APIError(500, "api_error", f"gateway credentials: {error}") from None
+            raise _Failed(
+                "error", errors.APIError(500, "api_error", f"gateway credentials: {error}")
+            ) from None
         return {"Authorization": f"Bearer {token}"}
 
     async def _read(self, response: IResponse, exchange: Exchange) -> bytes:
-        raw = await treq.content(response)
+        reading: Deferred[bytes] = treq.content(response)
+        reading.addTimeout(self.settings.read_timeout, self.reactor)
+        try:
+            raw = await reading
+        except TimeoutError:
+            _stop_reading(response)
+            raise _Failed("timeout", errors.upstream_timeout("the upstream", "body")) from None
         exchange.proxy_finished = self.reactor.seconds()
         return raw
 
     def _check(self, response: IResponse, raw: bytes) -> None:
         if response.code != 200:
-            raise errors.from_upstream(response.code, raw)
+            raise _Failed(f"http_{response.code}", errors.from_upstream(response.code, raw))
+
+    def _finished(self, index: int, exchange: Exchange) -> None:
+        assert exchange.ai_meta is not None
+        self.balancer.finished(index, exchange.ai_usage, exchange.ai_meta["llm_latency"])
 
     async def _stream(
         self,
         request: Request,
         exchange: Exchange,
+        index: int,
         target: Target,
         prepared: Prepared,
         response: IResponse,
+        started: float,
     ) -> None:
         if response.code != 200:
             self._check(response, await self._read(response, exchange))
@@ -173,7 +260,11 @@ class AIProxy:
         )
         first_chunk: list[float] = []
         bridge = SSEBridge(
-            request, translator, self.reactor, lambda: first_chunk.append(self.reactor.seconds())
+            request,
+            translator,
+            self.reactor,
+            lambda: first_chunk.append(self.reactor.seconds()),
+            read_timeout=self.settings.read_timeout,
         )
         request.setResponseCode(200)
         request.setHeader("content-type", "text/event-stream; charset=utf-8")
@@ -182,15 +273,25 @@ class AIProxy:
         response.deliverBody(bridge)
         await bridge.done
         exchange.proxy_finished = self.reactor.seconds()
-        if bridge.error is not None:
-            exchange.tried_targets[-1]["error"] = bridge.error.message
         self._note_usage(
             exchange,
             target,
             translator.usage,
             None,
+            started,
             first_token=first_chunk[0] if first_chunk else None,
         )
+        if bridge.error is not None:
+            outcome = "timeout" if bridge.error.status == 504 else "error"
+            exchange.tried_targets[-1].update(outcome=outcome, error=bridge.error.message)
+            if self.settings.fails_over(outcome):
+                self.balancer.failed(index)
+            else:
+                self.balancer.finished(index)
+        elif bridge.client_left:
+            self.balancer.released(index)
+        else:
+            self._finished(index, exchange)
 
     def _note_attempt(
         self, exchange: Exchange, target: Target, action: str, prepared: Prepared | None
@@ -224,11 +325,12 @@ class AIProxy:
         target: Target,
         usage: Mapping[str, Any],
         response_model: str | None,
+        started: float,
         first_token: float | None = None,
     ) -> None:
-        assert exchange.ai_meta is not None and exchange.proxy_started is not None
+        assert exchange.ai_meta is not None
         finished = exchange.proxy_finished or self.reactor.seconds()
-        latency = round((finished - exchange.proxy_started) * 1000)
+        latency = round((finished - started) * 1000)
         exchange.ai_meta["llm_latency"] = latency
         if response_model:
             exchange.ai_meta["response_model"] = response_model
@@ -238,7 +340,7 @@ class AIProxy:
             + usage.get("cache_creation_input_tokens", 0)
         )
         completion = usage.get("output_tokens", 0)
-        ttft = latency if first_token is None else round((first_token - exchange.proxy_started) * 1000)
+        ttft = latency if first_token is None else round((first_token - started) * 1000)
         cost = 0
         if target.input_cost is not None or target.output_cost is not None:
             cost = (prompt * (target.input_cost or 0) + completion * (target.output_cost or 0)) / 1e6
@@ -258,6 +360,21 @@ class AIProxy:
         }
 
 
+@frozen
+class _Failed(Exception):
+    """An attempt on one target failed; ``outcome`` is its ``failover_criteria`` name."""
+
+    outcome: str
+    error: errors.APIError
+
+
+def _stop_reading(response: IResponse) -> None:
+    """After a read timeout, drop the upstream connection rather than keep reading into nothing."""
+    transport = getattr(getattr(response, "original", response), "_transport", None)
+    if transport is not None:
+        transport.stopProducing()
+
+
 class _ClientGone(Exception):
     """The client left before the upstream answered; there is no one to answer."""
 
@@ -270,10 +387,82 @@ def request_body(request: Request) -> bytes:
     return request.content.read()
 
 
-def _read_json(request: Request) -> dict[str, Any]:
+def body_size(request: Request) -> int:
+    """How many bytes of body the client sent (counted even past the limit)."""
+    content = request.content
+    if content is None:
+        return 0
+    content.seek(0, 2)
+    size = content.tell()
+    content.seek(0)
+    return size
+
+
+class BoundedContent:
+    """A request body, kept up to ``limit`` bytes; past that only counted.
+
+    Twisted's ``Request`` writes every byte the client sends into its
+    ``content`` file; this one stops keeping them once a body is over the
+    limit (announced by Content-Length or found while reading a chunked
+    body), so an oversized request costs no memory or disk and still gets
+    its 413 answer and its log record.
+    """
+
+    def __init__(self, limit: int, length: int | None) -> None:
+        self.limit = limit
+        self.size = 0
+        self._file: IO[bytes] | None = None
+        if length is None or length <= limit:
+            self._file = tempfile.SpooledTemporaryFile(max_size=_IN_MEMORY)
+
+    @property
+    def over(self) -> bool:
+        return self._file is None
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self._file is None:
+            return
+        if self.size > self.limit:
+            self._file.close()
+            self._file = None
+            return
+        self._file.write(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return 0 if self._file is None else self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.size if self._file is None else self._file.tell()
+
+    def read(self, size: int = -1) -> bytes:
+        return b"" if self._file is None else self._file.read(size)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+class GatewaySite(Site):
+    """The daemon's ``Site``: request bodies bounded by ``max_body`` bytes.
+
+    ``timeout`` (Twisted's idle timeout) is what stops a stalled client: it
+    runs while the headers and the body are read, resets on every byte
+    received, and drops the connection when the client stays silent that long.
+    """
+
+    max_body = MAX_BODY
+
+    def getContentFile(self, length: int | None) -> BoundedContent:
+        return BoundedContent(self.max_body, length)
+
+
+def _read_json(request: Request, limit: int = MAX_BODY) -> dict[str, Any]:
+    if body_size(request) > limit:
+        raise errors.APIError(
+            413, "request_too_large", f"request body is larger than the limit of {limit} bytes"
+        )
     raw = request_body(request)
-    if len(raw) > MAX_BODY:
-        raise errors.APIError(413, "request_too_large", f"request body exceeds {MAX_BODY} bytes")
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:

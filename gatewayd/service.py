@@ -18,7 +18,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Request
 from treq.client import HTTPClient
 
 from gatewayd.config import Config, Plugin, Route, Service
@@ -31,11 +31,14 @@ from gatewayd.providers.auth import (
     service_account_credentials,
 )
 from gatewayd.providers.gemini import Target, target_from_config
-from gatewayd.proxy import AIProxy, NotFound, messages_tree
+from gatewayd.balancer import Balancer, BalancerConfig, Candidate, UnsupportedBalancer
+from gatewayd.proxy import MAX_BODY, AIProxy, GatewaySite, NotFound, body_size, messages_tree
 from gatewayd.routing import RouteTable
 from gatewayd.translate import SignatureMemory
 
 NO_ROUTE = b'{"message":"no Route matched with those values"}'
+#: Seconds a client may stay silent while sending its request's headers or body.
+CLIENT_IDLE_TIMEOUT = 60
 
 
 class ConfigurationError(ValueError):
@@ -149,17 +152,30 @@ class Gateway(application.Service):
                     assert self.make_token_source is not None
                     self.token_sources[identity] = self.make_token_source(target)
             targets.append(target)
-        balancer = plugin.config.get("balancer") or {}
-        read_timeout = (balancer.get("read_timeout") or 60000) / 1000
+        try:
+            settings = BalancerConfig.from_config(plugin.config.get("balancer"))
+        except UnsupportedBalancer as error:
+            raise ConfigurationError(f"{plugin.source}: plugins ({plugin.name}): config.{error}") from None
+        candidates = [
+            Candidate(target.model, target_config.get("weight") or 100)
+            for target, target_config in zip(targets, plugin.config["targets"])
+        ]
         return AIProxy(
             plugin_id=plugin.id,
             targets=tuple(targets),
-            client=self.client,
+            client=self._client(settings.connect_timeout),
             tokens=self.token_sources,
             reactor=self.reactor,
             signatures=self.signatures,
-            read_timeout=read_timeout,
+            balancer=Balancer(candidates, settings, self.reactor),
+            max_body=plugin.config.get("max_request_body_size") or MAX_BODY,
         )
+
+    def _client(self, connect_timeout: float) -> HTTPClient:
+        """An HTTP client on the shared pool with the plugin's connect timeout."""
+        if self.pool is None:
+            return self.client  # a client given by a test
+        return HTTPClient(Agent(self.reactor, connectTimeout=connect_timeout, pool=self.pool))
 
     def _file_logs(self, plugins: Mapping[str, Plugin]) -> tuple[FileLog, ...]:
         plugin = plugins.get("file-log")
@@ -213,7 +229,7 @@ class GatewayRoot(Resource):
     def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
         runtime = self.gateway.runtime
         assert runtime is not None
-        exchange = Exchange(started=self.gateway.reactor.seconds(), request_size=_size(request))
+        exchange = Exchange(started=self.gateway.reactor.seconds(), request_size=body_size(request))
         request.gatewayd_exchange = exchange  # type: ignore[attr-defined]
         full_path = request.path.decode("latin-1")
         host = (request.getHeader("host") or "")
@@ -241,16 +257,6 @@ class GatewayRoot(Resource):
                 file_log.write(record)
 
         (exchange.handled or succeed(None)).addCallback(write)
-
-
-def _size(request: Request) -> int:
-    content = request.content
-    if content is None:
-        return 0
-    content.seek(0, 2)
-    size = content.tell()
-    content.seek(0)
-    return size
 
 
 def _entity(kind: str, value: Any) -> dict[str, Any]:
@@ -313,7 +319,7 @@ def build(
     gateway.load(config)
     top = application.MultiService()
     gateway.setServiceParent(top)
-    site = Site(GatewayRoot(gateway))
+    site = GatewaySite(GatewayRoot(gateway), timeout=CLIENT_IDLE_TIMEOUT)
     site.displayTracebacks = False
     for description in listen:
         StreamServerEndpointService(serverFromString(reactor, description), site).setServiceParent(top)

@@ -13,7 +13,7 @@ import json
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -41,6 +41,7 @@ class SSEBridge(Protocol):
         translator: StreamTranslator,
         reactor: IReactorTime,
         on_first_chunk: Callable[[], None] = lambda: None,
+        read_timeout: float | None = None,
     ) -> None:
         self.request = request
         self.translator = translator
@@ -52,14 +53,41 @@ class SSEBridge(Protocol):
         self._seen_chunk = False
         self._closed = False
         self._client_gone = False
+        self._read_timeout = read_timeout
+        self._idle: IDelayedCall | None = None
+
+    @property
+    def client_left(self) -> bool:
+        return self._client_gone
 
     def connectionMade(self) -> None:
         # message_start waits for the first chunk, which carries the prompt's token count.
         self.request.registerProducer(self.transport, True)
+        self._watch()
 
     def dataReceived(self, data: bytes) -> None:
         if not self._closed:
+            self._watch()
             self._translate(self._decoder.feed, data)
+
+    def _watch(self) -> None:
+        """(Re)start the read timeout: the upstream may stay silent that long between chunks."""
+        if self._read_timeout is None:
+            return
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(self._read_timeout)
+        else:
+            self._idle = self.reactor.callLater(self._read_timeout, self._stalled)
+
+    def _stalled(self) -> None:
+        self._idle = None
+        if not self._closed:
+            self._abort(errors.upstream_timeout("the upstream", "next stream chunk"))
+
+    def _unwatch(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
 
     def _translate(self, decode: Callable[..., list[dict[str, Any]]], *data: bytes) -> None:
         try:
@@ -80,6 +108,7 @@ class SSEBridge(Protocol):
         self._send(events)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self._unwatch()
         if not self._closed and reason.check(ResponseDone, PotentialDataLoss):
             self._translate(self._decoder.close)
         if not self._closed:
@@ -105,6 +134,7 @@ class SSEBridge(Protocol):
         """The client disconnected: drop the upstream at once to free its connection."""
         self._client_gone = True
         self._closed = True
+        self._unwatch()
         if self.transport is not None:
             self.transport.stopProducing()
 

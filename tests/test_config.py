@@ -152,7 +152,7 @@ def test_ai_proxy_advanced_defaults_are_filled_like_kong(tmp_path: Path) -> None
 
     assert (proxy["llm_format"], proxy["response_streaming"], proxy["genai_category"]) == (
         "anthropic", "allow", "text/generation")
-    assert (proxy["max_request_body_size"], proxy["model_name_header"]) == (1048576, True)
+    assert (proxy["max_request_body_size"], proxy["model_name_header"]) == (32 * 1024 * 1024, True)
     assert proxy["balancer"]["algorithm"] == "round-robin"
     assert proxy["balancer"]["failover_criteria"] == ["error", "timeout"]
     assert proxy["embeddings"] is None and proxy["vectordb"] is None

@@ -24,7 +24,7 @@ def google(code, status, message, details=None):
         (429, 429, "rate_limit_error"),
         (500, 500, "api_error"),
         (503, 529, "overloaded_error"),
-        (504, 504, "api_error"),
+        (504, 504, "timeout_error"),
     ],
 )
 def test_status_mapping(status, expected_status, expected_type):

@@ -582,6 +582,31 @@ class ResourceTests(SynchronousTestCase):
         last = json.loads([frame for frame in text.split("\r\n\r\n") if frame][-1][len("data: "):])
         self.assertEqual((code, last["error"]["status"]), (200, "UNAVAILABLE"))
 
+    def test_fail_all_answers_every_model_call_with_its_status(self):
+        self.fake.fail_all = 503
+        code, text = self.vertex({"contents": [USER]})
+        self.assertEqual((code, json.loads(text)["error"]["status"]), (503, "UNAVAILABLE"))
+
+    def streams(self):
+        return json.loads(self.successResultOf(self.successResultOf(self.treq.get("http://fake/_fake/streams")).text()))
+
+    def test_streams_counts_open_streams_and_those_cut_off_by_their_client(self):
+        url = VERTEX.format(location="us-central1", model="gemini-2.5-flash", method="streamGenerateContent") + "?alt=sse"
+        body = {"contents": [{"role": "user", "parts": [{"text": "abcdefghij [[chunks 5]]"}]}]}
+        headers = {"Authorization": [f"Bearer {self.token}"]}
+        response = self.successResultOf(self.treq.post(url, json=body, headers=headers, unbuffered=True))
+        self.assertEqual(self.streams(), {"open": 1, "cancelled": 0})
+        response.original._transport.stopProducing()  # the client hangs up mid-stream
+        self.treq.flush()
+        self.assertEqual(self.streams(), {"open": 0, "cancelled": 1})
+        response = self.successResultOf(self.treq.post(url, json=body, headers=headers))
+        done = self.treq.collect(response, lambda _: None)
+        for _ in range(6):
+            self.clock.advance(0.5)
+            self.treq.flush()
+        self.successResultOf(done)
+        self.assertEqual(self.streams(), {"open": 0, "cancelled": 1})
+
     def test_requests_recorded_redacted_and_cleared(self):
         self.vertex({"contents": [USER]})
         self.vertex({"contents": []})

@@ -19,6 +19,7 @@ class Options(usage.Options):
         ["api-key", None, "fake-gemini-key", "The Gemini API key to accept."],
         ["stream-chunks", None, 4, "Text chunks per streamed answer.", int],
         ["stream-delay", None, 0.0, "Seconds between streamed chunks.", float],
+        ["fail-all", None, None, "Answer every model call with this HTTP status (a target that is down).", int],
     ]
 
 
@@ -31,7 +32,10 @@ def _host(address: object) -> str:
 
 async def main(reactor, options: Options) -> None:
     fake = FakeVertex(
-        api_key=options["api-key"], stream_chunks=options["stream-chunks"], stream_delay=options["stream-delay"]
+        api_key=options["api-key"],
+        stream_chunks=options["stream-chunks"],
+        stream_delay=options["stream-delay"],
+        fail_all=options["fail-all"],
     )
     port = await serverFromString(reactor, options["listen"]).listen(make_site(fake, reactor))
     address = port.getHost()

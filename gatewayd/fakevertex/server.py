@@ -6,6 +6,8 @@
     POST   /v1beta/models/M:generateContent | :streamGenerateContent[?alt=sse] | :countTokens
     GET    /_fake/requests                          every request received, as a JSON list
     DELETE /_fake/requests                          forget them
+    GET    /_fake/streams                           {"open": streams being sent, "cancelled":
+                                                    streams whose client left before their end}
 """
 
 import json
@@ -51,11 +53,15 @@ class FakeVertex:
     api_key: str = "fake-gemini-key"
     stream_chunks: int = 4
     stream_delay: float = 0.0
+    #: When set, every model call answers this HTTP status (a target that is down).
+    fail_all: int | None = None
     wall_clock: Callable[[], float] = time.time
     account: ServiceAccount | None = None
     tokens: dict[str, float] = field(factory=dict)
     signatures: dict[bytes, str] = field(factory=dict)
     requests: list[dict[str, Any]] = field(factory=list)
+    streams_open: int = 0
+    streams_cancelled: int = 0
 
     def new_service_account(self, token_uri: str) -> ServiceAccount:
         self.account = ServiceAccount.generate(token_uri, self.project)
@@ -168,6 +174,8 @@ class ModelResource(Resource):
         except ValueError:
             body = raw.decode("utf-8", "replace")
         try:
+            if self._fake.fail_all is not None:  # down, whoever asks
+                raise canned(self._fake.fail_all)
             model_name, method = self._route(request)
             if not isinstance(body, dict):
                 raise Rejected(400, "Invalid JSON payload received. Unexpected token.")
@@ -284,6 +292,8 @@ class ModelResource(Resource):
             request.finish()
             return
         pending: list[Any] = []
+        fake = self._fake
+        fake.streams_open += 1
 
         def step(index: int) -> None:
             pending.clear()
@@ -293,12 +303,15 @@ class ModelResource(Resource):
             else:
                 request.finish()
 
-        def stop(reason: object) -> None:
-            for call in pending:
-                if call.active():
-                    call.cancel()
+        def ended(reason: object) -> None:
+            fake.streams_open -= 1
+            if reason is not None:  # the client went away mid-stream
+                fake.streams_cancelled += 1
+                for call in pending:
+                    if call.active():
+                        call.cancel()
 
-        request.notifyFinish().addErrback(stop)
+        request.notifyFinish().addBoth(ended)
         step(0)
 
 
@@ -320,6 +333,21 @@ class RequestsResource(Resource):
         return b""
 
 
+class StreamsResource(Resource):
+    """How many streams are open, and how many were cut off by their client."""
+
+    isLeaf = True
+
+    def __init__(self, fake: FakeVertex) -> None:
+        super().__init__()
+        self._fake = fake
+
+    def render_GET(self, request: Request) -> bytes:
+        return _json(
+            request, 200, {"open": self._fake.streams_open, "cancelled": self._fake.streams_cancelled}
+        )
+
+
 def make_resource(fake: FakeVertex, reactor: IReactorTime) -> IResource:
     """The fake's root resource (for ``treq.testing.StubTreq`` or a :class:`Site`)."""
     root = Resource()
@@ -328,6 +356,7 @@ def make_resource(fake: FakeVertex, reactor: IReactorTime) -> IResource:
     root.putChild(b"v1beta", ModelResource(fake, reactor, "gemini"))
     internal = Resource()
     internal.putChild(b"requests", RequestsResource(fake))
+    internal.putChild(b"streams", StreamsResource(fake))
     root.putChild(b"_fake", internal)
     return root
 

@@ -360,11 +360,15 @@ class StreamTranslator:
             self._close(events)
             return
         keep = min(self._hold, len(buffer))
-        self._tail = buffer[len(buffer) - keep :] if keep else ""
+        tail = buffer[len(buffer) - keep :] if keep else ""
+        # The old tail is in ``buffer``: forget it before a block closes and flushes it.
+        self._tail = ""
         self._emit_text(buffer[: len(buffer) - keep], events)
-        if self._tail and self._open != "text":
-            # Held text still belongs to a block: open it so the tail is flushed into it.
+        if tail and self._open != "text":
+            # Held text still belongs to a text block: open it so the tail is flushed into it.
+            self._close(events)
             self._open_block(events, {"type": "text", "text": ""}, "text")
+        self._tail = tail
 
     def _emit_text(self, text: str, events: list[Event]) -> None:
         if not text:
