@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 from twisted.internet.defer import fail, succeed
@@ -47,8 +49,8 @@ class GatewayInMemory(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.fake = FakeVertex()
-        workdir = Path(self.mktemp())
-        workdir.mkdir()
+        workdir = Path(tempfile.mkdtemp(prefix="gatewayd-test-"))
+        self.addCleanup(shutil.rmtree, workdir)
         for path in SAMPLE.glob("*.yaml"):
             (workdir / path.name).write_text(path.read_text())
         self.log_path = workdir / "claude.json"
