@@ -61,7 +61,7 @@ def conversations(draw):
         calls = [b for b in messages[-1]["content"] if b["type"] == "tool_use"]
         last = [{"type": "tool_result", "tool_use_id": c["id"], "content": draw(text)} for c in calls]
     messages.append({"role": "user", "content": last})
-    body = {"model": "claude-sonnet-4-5", "max_tokens": draw(st.integers(1, 64000)), "messages": messages}
+    body = {"model": "claude-of-the-client", "max_tokens": draw(st.integers(1, 64000)), "messages": messages}
     if tools:
         body["tools"] = [{"name": name, "description": "a tool", "input_schema": schema} for name, schema in tools]
         if draw(st.booleans()):

@@ -104,7 +104,7 @@ def seed_body() -> dict:
 
 
 def base(**extra) -> dict:
-    body = {"model": "claude-sonnet-4-5", "max_tokens": 1024, "messages": [{"role": "user", "content": "hi"}]}
+    body = {"model": "claude-of-the-client", "max_tokens": 1024, "messages": [{"role": "user", "content": "hi"}]}
     body.update(extra)
     return body
 

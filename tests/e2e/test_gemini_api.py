@@ -61,15 +61,15 @@ def model_calls(fake) -> list[dict]:
 def test_create_stream_and_count_on_the_gemini_api(client, fake):
     fake.clear()
     message = client.messages.create(
-        model="claude-sonnet-4-5", max_tokens=256, system="Be brief.",
+        model="claude-of-the-client", max_tokens=256, system="Be brief.",
         messages=[{"role": "user", "content": "Tell me about the Alexiad."}],
     )
     assert "Alexiad" in message.content[-1].text and message.stop_reason == "end_turn"
-    with client.messages.stream(model="claude-sonnet-4-5", max_tokens=256,
+    with client.messages.stream(model="claude-of-the-client", max_tokens=256,
                                 messages=[{"role": "user", "content": "hello there"}]) as stream:
         final = stream.get_final_message()
     assert final.content[-1].text == "Echo: hello there"
-    counted = client.messages.count_tokens(model="claude-sonnet-4-5", system="Be brief.",
+    counted = client.messages.count_tokens(model="claude-of-the-client", system="Be brief.",
                                            messages=[{"role": "user", "content": "hi"}])
     assert counted.input_tokens > 0
     calls = model_calls(fake)

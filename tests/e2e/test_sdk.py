@@ -30,7 +30,7 @@ def last_record(daemon, count_before: int) -> dict:
 def test_create_answers_the_seed_question(client, seed_daemon, fake):
     before = len(read_records(seed_daemon.file_log))
     message = client.messages.create(
-        model="claude-sonnet-4-5",
+        model="claude-of-the-client",
         max_tokens=1024,
         messages=[{"role": "user", "content": SEED_QUESTION}],
     )
@@ -81,7 +81,7 @@ def test_create_answers_the_seed_question(client, seed_daemon, fake):
 def test_stream_yields_anthropic_events_in_order(client, seed_daemon):
     before = len(read_records(seed_daemon.file_log))
     with client.messages.stream(
-        model="claude-sonnet-4-5",
+        model="claude-of-the-client",
         max_tokens=512,
         messages=[{"role": "user", "content": "Say something about streams [[chunks 6]]"}],
     ) as stream:
@@ -116,14 +116,14 @@ WEATHER = {
 def test_tool_use_round_trip(client, fake):
     question = {"role": "user", "content": 'Weather please [[call get_weather {"city": "Paris"}]]'}
     first = client.messages.create(
-        model="claude-sonnet-4-5", max_tokens=256, tools=[WEATHER], messages=[question]
+        model="claude-of-the-client", max_tokens=256, tools=[WEATHER], messages=[question]
     )
     assert first.stop_reason == "tool_use"
     (call,) = [block for block in first.content if block.type == "tool_use"]
     assert call.name == "get_weather" and call.input == {"city": "Paris"}
     assert call.id.startswith("toolu_")
     second = client.messages.create(
-        model="claude-sonnet-4-5",
+        model="claude-of-the-client",
         max_tokens=256,
         tools=[WEATHER],
         messages=[
@@ -184,7 +184,7 @@ def test_no_route_is_kongs_404(seed_daemon):
 
 def test_count_tokens(client, fake):
     result = client.messages.count_tokens(
-        model="claude-sonnet-4-5",
+        model="claude-of-the-client",
         system="You are terse.",
         messages=[{"role": "user", "content": SEED_QUESTION}],
     )
