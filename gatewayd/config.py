@@ -923,14 +923,13 @@ _CREDENTIAL_FIELDS = ("key", "id", "tags", "ttl", "created_at")
 def _add_consumer(current: _File, raw: Any, entity: str) -> None:
     """A consumer and its key-auth credentials; a later file's consumer of the same
     username (else custom_id) replaces the earlier one, as decK matches them."""
+    if isinstance(raw, dict):
+        name = raw.get("username") or raw.get("custom_id")
+        entity = f"{entity} ({name})" if isinstance(name, str) else entity
     fields = _Fields(current, raw, entity, _CONSUMER_FIELDS, _CONSUMER_UNSUPPORTED)
     username = fields.get("username", str)
     custom_id = fields.get("custom_id", str)
-    if username is not None:
-        fields.entity = f"{entity} ({username})"
-    elif custom_id is not None:
-        fields.entity = f"{entity} ({custom_id})"
-    else:
+    if username is None and custom_id is None:
         raise fields.error(None, "at least one of these fields must be non-empty: "
                                  "'custom_id', 'username'")
     name = username or custom_id
