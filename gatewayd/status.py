@@ -17,6 +17,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
@@ -24,6 +25,9 @@ from gatewayd.metrics import Metrics
 
 #: How long a stop keeps the status listener up while requests drain.
 DRAIN_TIMEOUT = 30.0
+#: After the last request finished, a moment for its last bytes to leave the socket: the
+#: reactor's shutdown drops connections without flushing them.
+FLUSH_GRACE = 0.1
 
 
 @define
@@ -184,5 +188,6 @@ class Readiness(StreamServerEndpointService):
     def stopService(self) -> Deferred[None]:
         self.stats.ready = False
         stopping = self.stats.idle(self.clock, self.drain_timeout)
+        stopping.addCallback(lambda _: deferLater(self.clock, FLUSH_GRACE, lambda: None))
         stop: Callable[[object], Any] = lambda _: StreamServerEndpointService.stopService(self)
         return stopping.addCallback(stop)
