@@ -31,7 +31,8 @@ from attrs import evolve, field, frozen
 
 from gatewayd.plugin_schemas import PLUGIN_SCHEMAS, SchemaError
 
-__all__ = ["Config", "ConfigError", "Plugin", "Route", "Service", "load_config"]
+__all__ = ["Config", "ConfigError", "Consumer", "KeyCredential", "Plugin", "Route", "Service",
+           "load_config"]
 
 
 class ConfigError(Exception):
@@ -119,6 +120,32 @@ class Plugin:
 
 
 @frozen
+class KeyCredential:
+    """A key-auth credential; ``repr`` never shows the key."""
+
+    key: str = field(repr=False)
+    id: str
+    tags: tuple[str, ...] = ()
+
+
+@frozen
+class Consumer:
+    """A Kong Consumer: who a request comes from, once key-auth has found its key."""
+
+    id: str
+    username: str | None = None
+    custom_id: str | None = None
+    tags: tuple[str, ...] = ()
+    keyauth_credentials: tuple[KeyCredential, ...] = ()
+    source: str = ""
+
+    @property
+    def name(self) -> str:
+        """What decK keys a consumer by: its username, else its custom_id."""
+        return self.username or self.custom_id or self.id
+
+
+@frozen
 class Config:
     """One consistent snapshot of the gateway's entities; a reload builds a new one."""
 
@@ -128,6 +155,8 @@ class Config:
     sources: tuple[str, ...]
     files: Mapping[str, Mapping[str, Any]] = field(hash=False, factory=dict)
     """Per source file: its ``_format_version`` and, if given, ``_transform`` and ``_info``."""
+    consumers: Mapping[str, Consumer] = field(hash=False, factory=dict)
+    """By name (username, else custom_id), as decK matches them across files."""
 
     def plugins_for(self, route: Route) -> Mapping[str, Plugin]:
         """The enabled plugins that run for ``route``, one per name, Kong's precedence:
@@ -417,11 +446,12 @@ def _unmark(message: str, shown: Mapping[str, str]) -> str:
 # --- applying one file ----------------------------------------------------------------------
 
 _DECK_KEYS_UNSUPPORTED = (
-    "_workspace", "_konnect", "_plugin_configs", "consumers", "consumer_groups", "upstreams",
+    "_workspace", "_konnect", "_plugin_configs", "consumer_groups", "upstreams",
     "certificates", "ca_certificates", "rbac_roles", "service_packages", "vaults", "licenses",
     "custom_entities", "partials", "keys", "key_sets", "filter_chains", "cloned_plugins",
     "custom_plugins")
-_TOP_LEVEL = ("_format_version", "_transform", "_info", "services", "routes", "plugins")
+_TOP_LEVEL = ("_format_version", "_transform", "_info", "services", "routes", "plugins",
+              "consumers")
 _INFO_KEYS = ("select_tags", "default_lookup_tags", "defaults", "consumer_group_policy_overrides",
               "skip_hash_for_basic_auth", "include_plugin_definitions")
 _INFO_DEFAULTS_KEYS = ("service", "route", "upstream", "target")
@@ -435,13 +465,15 @@ class _State:
         self.services: dict[str, Service] = {}
         self.routes: dict[str, Route] = {}
         self.plugins: dict[tuple[str, str | None, str | None], Plugin] = {}
+        self.consumers: dict[str, Consumer] = {}
         self.sources: list[str] = []
         self.files: dict[str, Mapping[str, Any]] = {}
 
     def freeze(self) -> Config:
         return Config(services=MappingProxyType(dict(self.services)),
                       routes=tuple(self.routes.values()), plugins=tuple(self.plugins.values()),
-                      sources=tuple(self.sources), files=MappingProxyType(dict(self.files)))
+                      sources=tuple(self.sources), files=MappingProxyType(dict(self.files)),
+                      consumers=MappingProxyType(dict(self.consumers)))
 
 
 class _File:
@@ -455,6 +487,7 @@ class _File:
         self.services: dict[str, Service] = {}
         self.routes: dict[str, tuple[Route, _Fields]] = {}
         self.plugins: list[tuple[dict[str, Any], str]] = []
+        self.consumers: dict[str, Consumer] = {}
 
     def error(self, entity: str | None, message: str, field: str | None = None) -> ConfigError:
         return ConfigError(self.name, message, entity=entity, field=field)
@@ -483,6 +516,8 @@ def _apply_file(state: _State, file: str, document: Any) -> None:
         _add_route(current, raw, f"routes[{index}]", None)
     for index, raw in enumerate(_entity_list(current, document, "plugins")):
         current.plugins.append((_plugin_dict(current, raw, f"plugins[{index}]"), f"plugins[{index}]"))
+    for index, raw in enumerate(_entity_list(current, document, "consumers")):
+        _add_consumer(current, raw, f"consumers[{index}]")
 
     state.services.update(current.services)
     for route, fields in current.routes.values():
@@ -491,6 +526,8 @@ def _apply_file(state: _State, file: str, document: Any) -> None:
     for raw, entity in current.plugins:
         plugin = _build_plugin(current, state, raw, entity)
         state.plugins[(plugin.name, plugin.service, plugin.route)] = plugin
+    state.consumers.update(current.consumers)
+    _check_keys(current, state.consumers)
     ids = {}
     for plugin in state.plugins.values():
         if plugin.id in ids:
@@ -872,3 +909,72 @@ def _resolve(fields: _Fields, key: str, reference: str | None,
     if reference not in known:
         raise fields.error(key, f"{key} {reference!r} is not defined")
     return reference
+
+
+# --- consumers ------------------------------------------------------------------------------
+
+_CONSUMER_FIELDS = ("username", "custom_id", "id", "tags", "keyauth_credentials", "created_at",
+                    "updated_at")
+_CONSUMER_UNSUPPORTED = ("plugins", "groups", "basicauth_credentials", "hmacauth_credentials",
+                         "jwt_secrets", "oauth2_credentials", "acls", "mtls_auth_credentials")
+_CREDENTIAL_FIELDS = ("key", "id", "tags", "ttl", "created_at")
+
+
+def _add_consumer(current: _File, raw: Any, entity: str) -> None:
+    """A consumer and its key-auth credentials; a later file's consumer of the same
+    username (else custom_id) replaces the earlier one, as decK matches them."""
+    if isinstance(raw, dict):
+        name = raw.get("username") or raw.get("custom_id")
+        entity = f"{entity} ({name})" if isinstance(name, str) else entity
+    fields = _Fields(current, raw, entity, _CONSUMER_FIELDS, _CONSUMER_UNSUPPORTED)
+    username = fields.get("username", str)
+    custom_id = fields.get("custom_id", str)
+    if username is None and custom_id is None:
+        raise fields.error(None, "at least one of these fields must be non-empty: "
+                                 "'custom_id', 'username'")
+    name = username or custom_id
+    assert name is not None
+    if name in current.consumers:
+        raise fields.error("username" if username else "custom_id", "defined twice in this file")
+    consumer_id = fields.uuid() or str(uuid.uuid5(_CONSUMER_NAMESPACE, f"consumer:{name}"))
+    credentials = []
+    for index, item in enumerate(fields.get("keyauth_credentials", list, [])):
+        where = f"keyauth_credentials[{index}]"
+        if not isinstance(item, dict):
+            raise fields.error(where, f"expected a mapping, got {_kind(item)}")
+        for key in item:
+            if key not in _CREDENTIAL_FIELDS:
+                raise fields.error(f"{where}.{key}", "unknown field")
+        key = item.get("key")
+        if not isinstance(key, str) or not key:
+            raise fields.error(f"{where}.key", "required: a non-empty string")
+        if item.get("ttl") is not None:
+            raise fields.error(f"{where}.ttl", "not supported by gatewayd yet")
+        credential_id = item.get("id")
+        if credential_id is not None and (not isinstance(credential_id, str)
+                                          or not _UUID.match(credential_id)):
+            raise fields.error(f"{where}.id", "expected a UUID")
+        tags = _tags(item.get("tags"))
+        if tags is None:
+            raise fields.error(f"{where}.tags", "expected a list of non-empty strings")
+        credentials.append(KeyCredential(
+            key=key, tags=tags,
+            id=credential_id or str(uuid.uuid5(_CONSUMER_NAMESPACE, f"keyauth:{name}:{index}"))))
+    current.consumers[name] = Consumer(
+        id=consumer_id, username=username, custom_id=custom_id, tags=fields.tags(),
+        keyauth_credentials=tuple(credentials), source=current.name)
+
+
+def _check_keys(current: _File, consumers: Mapping[str, Consumer]) -> None:
+    """Kong keeps key-auth keys unique; the message names the consumers, never the key."""
+    owners: dict[str, str] = {}
+    for name, consumer in consumers.items():
+        for credential in consumer.keyauth_credentials:
+            if credential.key in owners:
+                raise current.error(f"consumers ({name})", "the same key is already a credential "
+                                    f"of consumer {owners[credential.key]!r}; keys must be unique",
+                                    "keyauth_credentials")
+            owners[credential.key] = name
+
+
+_CONSUMER_NAMESPACE = uuid.UUID("8d2e6f1a-3c4b-5d7e-8f90-1a2b3c4d5e6f")

@@ -98,11 +98,19 @@ class FakeVertex:
 class Daemon:
     """``twistd -n --pidfile= gatewayd``, its log captured, its port read from the log."""
 
-    def __init__(self, config: Path, env: dict[str, str], workdir: Path, listen: str = "tcp:0:interface=127.0.0.1") -> None:
+    def __init__(
+        self,
+        config: Path,
+        env: dict[str, str],
+        workdir: Path,
+        listen: str = "tcp:0:interface=127.0.0.1",
+        status_listen: str | None = None,
+    ) -> None:
         self.log_path = workdir / "twistd.log"
         self.output = open(self.log_path, "wb")
+        status = ["--status-listen", status_listen] if status_listen else []
         self.process = subprocess.Popen(
-            [str(BIN / "twistd"), "-n", "--pidfile=", "gatewayd", "--config", str(config), "--listen", listen],
+            [str(BIN / "twistd"), "-n", "--pidfile=", "gatewayd", "--config", str(config), "--listen", listen, *status],
             stdout=self.output,
             stderr=subprocess.STDOUT,
             env=env,
@@ -110,11 +118,15 @@ class Daemon:
         )
         self.port = int(wait_for(self._port, what=f"twistd to listen (log: {self.log_path})"))
         self.url = f"http://127.0.0.1:{self.port}"
+        self.status_url = None
+        if status_listen:
+            status_port = wait_for(lambda: self._port("StatusSite"), what="the status listener")
+            self.status_url = f"http://127.0.0.1:{status_port}"
 
-    def _port(self) -> str | None:
+    def _port(self, site: str = "Site") -> str | None:
         if self.process.poll() is not None:
             raise RuntimeError(f"twistd exited {self.process.returncode}:\n{self.log()}")
-        found = re.search(r"Site starting on (\d+)", self.log())
+        found = re.search(rf"\b{site} starting on (\d+)", self.log())
         return found.group(1) if found else None
 
     def log(self) -> str:

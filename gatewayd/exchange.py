@@ -15,7 +15,8 @@ from attrs import define, field
 from twisted.internet.defer import Deferred
 from twisted.web.server import Request
 
-from gatewayd.logs import redact_headers
+from gatewayd.config import Consumer, KeyCredential
+from gatewayd.logs import REDACTED, redact_headers
 
 # Fixed namespace, so entity ids are stable across restarts and machines.
 ENTITY_NAMESPACE = uuid.UUID("5f1e3d2c-7b4a-4e8f-9a61-0c2d9e8b7a10")
@@ -46,6 +47,14 @@ class Exchange:
     client_gone: bool = False
     #: Fires when the handler has noted all it did; the record waits for it.
     handled: Deferred[None] | None = None
+    #: Who key-auth found the request to come from, and by which credential.
+    consumer: Consumer | None = None
+    credential: KeyCredential | None = None
+    #: Where a client key may travel (key-auth's key_names): never logged.
+    hidden_headers: frozenset[str] = frozenset()
+    hidden_query: frozenset[str] = frozenset()
+    #: Per plugin id, what its access phase leaves for its log phase (Kong's ``ctx.plugin``).
+    plugin_data: dict[str, Any] = field(factory=dict)
 
     def record(self, request: Request, finished: float) -> dict[str, Any]:
         """Kong's log record for ``request``, answered by ``finished``."""
@@ -54,14 +63,15 @@ class Exchange:
         if self.proxy_started is not None:
             proxy_ms = round(((self.proxy_finished or finished) - self.proxy_started) * 1000)
         request_headers = redact_headers(
-            {k.decode("latin-1").lower(): v[-1].decode("latin-1") for k, v in request.requestHeaders.getAllRawHeaders()}
+            {k.decode("latin-1").lower(): v[-1].decode("latin-1") for k, v in request.requestHeaders.getAllRawHeaders()},
+            self.hidden_headers,
         )
         response_headers = {
             k.decode("latin-1").lower(): v[-1].decode("latin-1")
             for k, v in request.responseHeaders.getAllRawHeaders()
         }
         host = request.getHost()
-        uri = request.uri.decode("latin-1")
+        uri = _redact_uri(request.uri.decode("latin-1"), self.hidden_query)
         scheme = "https" if request.isSecure() else "http"
         record: dict[str, Any] = {
             "request": {
@@ -69,7 +79,7 @@ class Exchange:
                 "uri": uri,
                 "url": f"{scheme}://{request_headers.get('host', f'{host.host}:{host.port}')}{uri}",
                 "size": self.request_size,
-                "querystring": _querystring(request),
+                "querystring": _querystring(request, self.hidden_query),
                 "headers": request_headers,
             },
             "response": {
@@ -92,6 +102,13 @@ class Exchange:
             record["route"] = self.route
         if self.service is not None:
             record["service"] = self.service
+        if self.consumer is not None:
+            record["consumer"] = consumer_entity(self.consumer)
+        if self.credential is not None and self.consumer is not None:
+            record["authenticated_entity"] = {
+                "id": self.credential.id,
+                "consumer_id": {"id": self.consumer.id},
+            }
         if self.ai_log_statistics or self.ai_payload:
             proxy: dict[str, Any] = {}
             if self.ai_log_statistics:
@@ -109,11 +126,33 @@ class Exchange:
         return record
 
 
-def _querystring(request: Request) -> dict[str, Any]:
+def consumer_entity(consumer: Consumer) -> dict[str, Any]:
+    """A consumer as Kong's log serializer writes it (its entity, credentials left out)."""
+    entity: dict[str, Any] = {"id": consumer.id}
+    if consumer.username is not None:
+        entity["username"] = consumer.username
+    if consumer.custom_id is not None:
+        entity["custom_id"] = consumer.custom_id
+    entity["tags"] = list(consumer.tags) or None
+    return entity
+
+
+def _redact_uri(uri: str, names: frozenset[str]) -> str:
+    if not names or "?" not in uri:
+        return uri
+    path, query = uri.split("?", 1)
+    pairs = []
+    for pair in query.split("&"):
+        name = pair.split("=", 1)[0]
+        pairs.append(f"{name}={REDACTED}" if name in names else pair)
+    return f"{path}?{'&'.join(pairs)}"
+
+
+def _querystring(request: Request, hidden: frozenset[str]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, values in (request.args or {}).items():
         name = key.decode("latin-1")
-        decoded = [v.decode("latin-1") for v in values]
+        decoded = [REDACTED if name in hidden else v.decode("latin-1") for v in values]
         # Kong logs a bare flag as true and a repeated key as a list.
         result[name] = True if decoded == [""] else decoded[0] if len(decoded) == 1 else decoded
     return result

@@ -32,10 +32,11 @@ SECRET_HEADERS = frozenset(
 REDACTED = "REDACTED"
 
 
-def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """Lower-cased headers, with credentials replaced by a marker."""
+def redact_headers(headers: Mapping[str, str], also: frozenset[str] = frozenset()) -> dict[str, str]:
+    """Lower-cased headers, with credentials (and the header names in ``also``) replaced by a marker."""
     return {
-        name: (REDACTED if name in SECRET_HEADERS else value) for name, value in headers.items()
+        name: (REDACTED if name in SECRET_HEADERS or name in also else value)
+        for name, value in headers.items()
     }
 
 

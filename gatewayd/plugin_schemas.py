@@ -413,6 +413,51 @@ _EMBEDDINGS = record({
 _PORT = (0, 65535)
 _REDIS_TIMEOUT = (0, 2147483646)
 
+#: Kong's shared Redis block (vectordb, ai-rate-limiting-advanced, ...).
+_REDIS = record({
+    "cloud_authentication": record({
+        "auth_provider": ref_string(one_of=("aws", "azure", "gcp")),
+        "aws_access_key_id": secret_string(),
+        "aws_assume_role_arn": secret_string(),
+        "aws_cache_name": ref_string(),
+        "aws_is_serverless": boolean(default=True),
+        "aws_region": ref_string(),
+        "aws_role_session_name": secret_string(),
+        "aws_secret_access_key": secret_string(),
+        "azure_client_id": secret_string(),
+        "azure_client_secret": secret_string(),
+        "azure_tenant_id": secret_string(),
+        "gcp_service_account_json": secret_string(),
+    }, nullable=True),
+    "cluster_max_redirections": integer(default=5),
+    "cluster_nodes": array(record({
+        "ip": string(default="127.0.0.1"),
+        "port": integer(default=6379, between=_PORT),
+    }), len_min=1),
+    "connect_timeout": integer(default=2000, between=_REDIS_TIMEOUT),
+    "connection_is_proxied": boolean(default=False),
+    "database": integer(default=0),
+    "host": ref_string(default="127.0.0.1"),
+    "keepalive_backlog": integer(between=_REDIS_TIMEOUT),
+    "keepalive_pool_size": integer(default=256, between=(1, 2147483646)),
+    "password": secret_string(),
+    "port": integer(default=6379, between=_PORT, referenceable=True),
+    "read_timeout": integer(default=2000, between=_REDIS_TIMEOUT),
+    "send_timeout": integer(default=2000, between=_REDIS_TIMEOUT),
+    "sentinel_master": string(),
+    "sentinel_nodes": array(record({
+        "host": string(default="127.0.0.1"),
+        "port": integer(default=6379, between=_PORT),
+    }), len_min=1),
+    "sentinel_password": secret_string(),
+    "sentinel_role": string(one_of=("any", "master", "slave")),
+    "sentinel_username": ref_string(),
+    "server_name": ref_string(),
+    "ssl": boolean(default=False),
+    "ssl_verify": boolean(default=False),
+    "username": ref_string(),
+})
+
 _VECTORDB = record({
     "dimensions": integer(required=True),
     "distance_metric": string(required=True, one_of=("cosine", "euclidean")),
@@ -430,49 +475,7 @@ _VECTORDB = record({
         "timeout": number(default=5000),
         "user": ref_string(default="postgres"),
     }),
-    "redis": record({
-        "cloud_authentication": record({
-            "auth_provider": ref_string(one_of=("aws", "azure", "gcp")),
-            "aws_access_key_id": secret_string(),
-            "aws_assume_role_arn": secret_string(),
-            "aws_cache_name": ref_string(),
-            "aws_is_serverless": boolean(default=True),
-            "aws_region": ref_string(),
-            "aws_role_session_name": secret_string(),
-            "aws_secret_access_key": secret_string(),
-            "azure_client_id": secret_string(),
-            "azure_client_secret": secret_string(),
-            "azure_tenant_id": secret_string(),
-            "gcp_service_account_json": secret_string(),
-        }, nullable=True),
-        "cluster_max_redirections": integer(default=5),
-        "cluster_nodes": array(record({
-            "ip": string(default="127.0.0.1"),
-            "port": integer(default=6379, between=_PORT),
-        }), len_min=1),
-        "connect_timeout": integer(default=2000, between=_REDIS_TIMEOUT),
-        "connection_is_proxied": boolean(default=False),
-        "database": integer(default=0),
-        "host": ref_string(default="127.0.0.1"),
-        "keepalive_backlog": integer(between=_REDIS_TIMEOUT),
-        "keepalive_pool_size": integer(default=256, between=(1, 2147483646)),
-        "password": secret_string(),
-        "port": integer(default=6379, between=_PORT, referenceable=True),
-        "read_timeout": integer(default=2000, between=_REDIS_TIMEOUT),
-        "send_timeout": integer(default=2000, between=_REDIS_TIMEOUT),
-        "sentinel_master": string(),
-        "sentinel_nodes": array(record({
-            "host": string(default="127.0.0.1"),
-            "port": integer(default=6379, between=_PORT),
-        }), len_min=1),
-        "sentinel_password": secret_string(),
-        "sentinel_role": string(one_of=("any", "master", "slave")),
-        "sentinel_username": ref_string(),
-        "server_name": ref_string(),
-        "ssl": boolean(default=False),
-        "ssl_verify": boolean(default=False),
-        "username": ref_string(),
-    }),
+    "redis": _REDIS,
     "strategy": string(required=True, one_of=("pgvector", "redis")),
     "threshold": number(),
 }, nullable=True)
@@ -554,6 +557,114 @@ FILE_LOG = PluginSchema(
 )
 
 
+# --- key-auth (Kong 3.13, KeyAuth.json) ----------------------------------------------------
+
+KEY_AUTH_CONFIG = record({
+    "anonymous": string(),
+    "hide_credentials": boolean(default=False),
+    "identity_realms": array(record({
+        "id": string(),
+        "region": string(),
+        "scope": string(one_of=("cp", "realm")),
+    })),
+    "key_in_body": boolean(default=False),
+    "key_in_header": boolean(default=True),
+    "key_in_query": boolean(default=True),
+    "key_names": array(string(match=r"^[A-Za-z0-9_-]+$",
+                              match_err="key names may only contain [a-z], [A-Z], [0-9], "
+                                        "[_] underscore, and [-] hyphen"),
+                       default=["apikey"]),
+    "realm": string(),
+    "run_on_preflight": boolean(default=True),
+})
+
+KEY_AUTH = PluginSchema(
+    name="key-auth",
+    config=KEY_AUTH_CONFIG,
+    protocols_allowed=("grpc", "grpcs", "http", "https", "ws", "wss"),
+    protocols_default=("grpc", "grpcs", "http", "https", "ws", "wss"),
+)
+
+
+# --- ai-rate-limiting-advanced (Kong 3.13, AiRateLimitingAdvanced.json) --------------------
+
+AI_RATE_LIMITING_ADVANCED_CONFIG = record({
+    "custom_cost_count_function": string(),
+    "decrease_by_fractions_in_redis": boolean(default=False),
+    "dictionary_name": string(default="kong_rate_limiting_counters"),
+    "disable_penalty": boolean(default=False),
+    "error_code": number(default=429),
+    "error_hide_providers": boolean(default=False),
+    "error_message": string(default="AI token rate limit exceeded for provider(s): "),
+    "header_name": string(),
+    "hide_client_headers": boolean(default=False),
+    "identifier": string(default="consumer", one_of=(
+        "consumer", "consumer-group", "credential", "header", "ip", "path", "service")),
+    "llm_format": string(default="openai", one_of=(
+        "anthropic", "bedrock", "cohere", "gemini", "huggingface", "openai")),
+    "llm_providers": array(record({
+        "limit": array(number(), required=True),
+        "name": string(required=True, one_of=(
+            "anthropic", "azure", "bedrock", "cohere", "customCost", "gemini", "huggingface",
+            "llama2", "mistral", "openai", "requestPrompt")),
+        "window_size": array(number(), required=True),
+    }), required=True),
+    "namespace": string(),
+    "path": string(match=r"^/(?!.*//)", match_err="should start with: / and have no empty segments"),
+    "redis": _REDIS,
+    "request_prompt_count_function": string(),
+    "retry_after_jitter_max": number(default=0),
+    "strategy": string(default="local", one_of=("cluster", "local", "redis")),
+    "sync_rate": number(),
+    "tokens_count_strategy": string(default="total_tokens", one_of=(
+        "completion_tokens", "cost", "prompt_tokens", "total_tokens")),
+    "window_type": string(default="sliding", one_of=("fixed", "sliding")),
+})
+
+
+def _check_limit_windows(config: dict[str, Any]) -> dict[str, Any]:
+    """Kong requires as many ``window_size`` entries as ``limit`` entries."""
+    for index, provider in enumerate(config.get("llm_providers") or ()):
+        if not isinstance(provider, dict):
+            continue
+        limits, windows = provider.get("limit"), provider.get("window_size")
+        if isinstance(limits, list) and isinstance(windows, list) and len(limits) != len(windows):
+            raise SchemaError(f"config.llm_providers[{index}]",
+                              "You must provide the same number of windows and limits")
+    return config
+
+
+AI_RATE_LIMITING_ADVANCED = PluginSchema(
+    name="ai-rate-limiting-advanced",
+    config=AI_RATE_LIMITING_ADVANCED_CONFIG,
+    protocols_allowed=("grpc", "grpcs", "http", "https"),
+    protocols_default=("grpc", "grpcs", "http", "https"),
+    normalize=_check_limit_windows,
+)
+
+
+# --- prometheus (Kong 3.13, Prometheus.json) -----------------------------------------------
+
+PROMETHEUS_CONFIG = record({
+    "ai_metrics": boolean(default=False),
+    "bandwidth_metrics": boolean(default=False),
+    "latency_metrics": boolean(default=False),
+    "per_consumer": boolean(default=False),
+    "status_code_metrics": boolean(default=False),
+    "upstream_health_metrics": boolean(default=False),
+    "wasm_metrics": boolean(),
+})
+
+PROMETHEUS = PluginSchema(
+    name="prometheus",
+    config=PROMETHEUS_CONFIG,
+    protocols_allowed=("grpc", "grpcs", "http", "https", "tcp", "tls", "tls_passthrough",
+                       "udp", "ws", "wss"),
+    protocols_default=("grpc", "grpcs", "http", "https"),
+)
+
+
 PLUGIN_SCHEMAS: Mapping[str, PluginSchema] = {
-    schema.name: schema for schema in (AI_PROXY_ADVANCED, FILE_LOG)
+    schema.name: schema for schema in (
+        AI_PROXY_ADVANCED, AI_RATE_LIMITING_ADVANCED, FILE_LOG, KEY_AUTH, PROMETHEUS)
 }

@@ -22,7 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IResponse
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import NOT_DONE_YET, Request
 import treq
 from treq.client import HTTPClient
 
@@ -441,20 +441,6 @@ class BoundedContent:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
-
-
-class GatewaySite(Site):
-    """The daemon's ``Site``: request bodies bounded by ``max_body`` bytes.
-
-    ``timeout`` (Twisted's idle timeout) is what stops a stalled client: it
-    runs while the headers and the body are read, resets on every byte
-    received, and drops the connection when the client stays silent that long.
-    """
-
-    max_body = MAX_BODY
-
-    def getContentFile(self, length: int | None) -> BoundedContent:
-        return BoundedContent(self.max_body, length)
 
 
 def _read_json(request: Request, limit: int = MAX_BODY) -> dict[str, Any]:

@@ -7,6 +7,7 @@ while ``twistd`` gets the real ones from :mod:`gatewayd.tap`.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Callable, Mapping, Sequence
 
 import attrs
@@ -23,7 +24,12 @@ from treq.client import HTTPClient
 
 from gatewayd.config import Config, Plugin, Route, Service
 from gatewayd.exchange import Exchange, entity_id
+from gatewayd.keyauth import KeyAuth
 from gatewayd.logs import FileLog
+from gatewayd.metrics import Metrics, PrometheusLog
+from gatewayd.phases import AccessGate, ConfigurationError, Phases, compile_phases
+from gatewayd.ratelimit import AIRateLimiter, LocalStore, Store, redis_identity, redis_store
+from gatewayd.status import CountingSite, Readiness, Stats, status_root
 from gatewayd.providers.auth import (
     GoogleTokenSource,
     TokenSource,
@@ -32,7 +38,7 @@ from gatewayd.providers.auth import (
 )
 from gatewayd.providers.gemini import Target, target_from_config
 from gatewayd.balancer import Balancer, BalancerConfig, Candidate, UnsupportedBalancer
-from gatewayd.proxy import MAX_BODY, AIProxy, GatewaySite, NotFound, body_size, messages_tree
+from gatewayd.proxy import MAX_BODY, AIProxy, BoundedContent, NotFound, body_size, messages_tree
 from gatewayd.routing import RouteTable
 from gatewayd.translate import SignatureMemory
 
@@ -41,8 +47,7 @@ NO_ROUTE = b'{"message":"no Route matched with those values"}'
 CLIENT_IDLE_TIMEOUT = 60
 
 
-class ConfigurationError(ValueError):
-    """The configuration loaded but cannot be served; names the plugin and field."""
+__all__ = ["ConfigurationError", "Gateway", "GatewayRoot", "build"]
 
 
 @frozen
@@ -53,6 +58,7 @@ class RouteHandler:
     file_logs: tuple[FileLog, ...]
     route: dict[str, Any] | None = None
     service: dict[str, Any] | None = None
+    phases: Phases = Phases()
 
 
 @frozen
@@ -76,6 +82,10 @@ class Gateway(application.Service):
     file_logs: dict[tuple[str, bool], FileLog] = field(factory=dict)
     signatures: SignatureMemory = field(factory=SignatureMemory)
     runtime: Runtime | None = None
+    metrics: Metrics = field(factory=Metrics)
+    stats: Stats = field(factory=Stats)
+    #: Rate-limit counter stores that outlive a snapshot: memory per plugin id, Redis per server.
+    stores: dict[Any, Store] = field(factory=dict)
 
     log = Logger()
 
@@ -83,6 +93,7 @@ class Gateway(application.Service):
         """Compile ``config`` and make it the one new requests see."""
         runtime = self._compile(config)
         self.runtime = runtime
+        self.stats.loaded(_config_hash(config))
         return runtime
 
     def startService(self) -> None:
@@ -93,6 +104,11 @@ class Gateway(application.Service):
 
     def stopService(self) -> Any:
         super().stopService()
+        self.stats.ready = False
+        for store in self.stores.values():
+            close = getattr(store, "close", None)
+            if close is not None:
+                close()
         for file_log in self.file_logs.values():
             file_log.file.close()
         if self.pool is not None:
@@ -109,13 +125,45 @@ class Gateway(application.Service):
                 file_logs=self._file_logs(plugins),
                 route=_route_entity(route),
                 service=_service_entity(service) if service is not None else None,
+                phases=compile_phases(plugins, config, self._phase_builders()),
             )
             entries.append((route.paths, route.methods, getattr(route, "hosts", None), handler))
         global_plugins = {
             p.name: p for p in config.plugins if p.enabled and p.route is None and p.service is None
         }
-        unmatched = RouteHandler(resource=NoRoute(), file_logs=self._file_logs(global_plugins))
+        unmatched = RouteHandler(
+            resource=NoRoute(),
+            file_logs=self._file_logs(global_plugins),
+            # Kong answers an unmatched request before any access phase; only logging runs.
+            phases=compile_phases(global_plugins, config, self._phase_builders()[-1:]),
+        )
         return Runtime(config, RouteTable.build(entries), unmatched)
+
+    def _phase_builders(self) -> list[tuple[str, Any]]:
+        """Kong's plugin order (priority): key-auth, ai-rate-limiting-advanced, prometheus."""
+        return [
+            ("key-auth", lambda plugin, config, _: (KeyAuth.from_plugin(plugin, config), None)),
+            ("ai-rate-limiting-advanced", self._rate_limiter),
+            ("prometheus", lambda plugin, config, _: (None, PrometheusLog.from_plugin(plugin, self.metrics))),
+        ]
+
+    def _rate_limiter(self, plugin: Plugin, config: Config, plugins: Mapping[str, Plugin]) -> tuple[Any, Any]:
+        ai = plugins.get("ai-proxy-advanced")
+        if ai is None:
+            return None, None  # no LLM traffic on this route: nothing to count
+        target = ai.config["targets"][0]["model"]
+        if plugin.config["strategy"] == "redis":
+            key: Any = ("redis", *redis_identity(plugin))
+            if key not in self.stores:
+                self.stores[key] = redis_store(plugin)
+        else:
+            key = ("local", plugin.id)
+            self.stores.setdefault(key, LocalStore(self.reactor))
+        limiter = AIRateLimiter.from_plugin(
+            plugin, target["provider"], (target.get("options") or {}).get("input_cost") or 0.0,
+            self.stores[key], self.reactor,
+        )
+        return limiter, limiter
 
     def _route_resource(self, plugins: Mapping[str, Plugin]) -> Resource:
         ai = plugins.get("ai-proxy-advanced")
@@ -219,6 +267,20 @@ class UpstreamNotImplemented(Resource):
         return b'{"message":"this route has no ai-proxy-advanced plugin; gatewayd proxies only LLM traffic"}'
 
 
+class GatewaySite(CountingSite):
+    """The daemon's ``Site``: connections counted, request bodies bounded by ``max_body`` bytes.
+
+    ``timeout`` (Twisted's idle timeout) is what stops a stalled client: it
+    runs while the headers and the body are read, resets on every byte
+    received, and drops the connection when the client stays silent that long.
+    """
+
+    max_body = MAX_BODY
+
+    def getContentFile(self, length: int | None) -> BoundedContent:
+        return BoundedContent(self.max_body, length)
+
+
 class GatewayRoot(Resource):
     """The root of the tree: picks the route by Kong's rules, then hands over."""
 
@@ -229,6 +291,7 @@ class GatewayRoot(Resource):
     def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
         runtime = self.gateway.runtime
         assert runtime is not None
+        self.gateway.stats.request_started()
         exchange = Exchange(started=self.gateway.reactor.seconds(), request_size=body_size(request))
         request.gatewayd_exchange = exchange  # type: ignore[attr-defined]
         full_path = request.path.decode("latin-1")
@@ -237,22 +300,26 @@ class GatewayRoot(Resource):
         handler = runtime.unmatched if match is None else match.value
         exchange.route, exchange.service = handler.route, handler.service
         request.notifyFinish().addBoth(self._finished, request, exchange, handler)
-        if match is None:
-            return handler.resource
-        remainder = match.remainder.strip("/")
-        request.prepath = [s.encode("latin-1") for s in match.matched.strip("/").split("/") if s]
-        request.postpath = [s.encode("latin-1") for s in remainder.split("/")] if remainder else []
+        if match is not None:
+            remainder = match.remainder.strip("/")
+            request.prepath = [s.encode("latin-1") for s in match.matched.strip("/").split("/") if s]
+            request.postpath = [s.encode("latin-1") for s in remainder.split("/")] if remainder else []
+        if handler.phases.access:
+            return AccessGate(handler.phases.access, handler.resource, exchange)
         return handler.resource
 
     def _finished(self, result: object, request: Request, exchange: Exchange, handler: RouteHandler) -> None:
+        self.gateway.stats.request_finished()
         if result is not None:  # an errback: the client went away
             exchange.client_gone = True
-        if not handler.file_logs:
+        if not handler.file_logs and not handler.phases.log:
             return
         finished = self.gateway.reactor.seconds()
 
         def write(_: object) -> None:
             record = exchange.record(request, finished)
+            for plugin in handler.phases.log:
+                plugin.log(request, exchange, record)
             for file_log in handler.file_logs:
                 file_log.write(record)
 
@@ -281,6 +348,15 @@ def _service_entity(service: Service) -> dict[str, Any]:
     return _entity("service", service)
 
 
+def _config_hash(config: Config) -> str:
+    """An MD5 of the loaded state, as Kong's ``configuration_hash`` (secrets never leave it)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    for source in config.sources:
+        with open(source, "rb") as file:
+            digest.update(file.read())
+    return digest.hexdigest()
+
+
 def google_token_sources(reactor: Any) -> Callable[[Target], TokenSource]:
     """Make a google-auth token source for each distinct set of credentials."""
 
@@ -300,6 +376,7 @@ def build(
     reactor: Any,
     *,
     listen: Sequence[str],
+    status_listen: str | None = None,
     client: HTTPClient | None = None,
     make_token_source: Callable[[Target], TokenSource] | None = None,
 ) -> tuple[application.MultiService, Gateway]:
@@ -319,8 +396,16 @@ def build(
     gateway.load(config)
     top = application.MultiService()
     gateway.setServiceParent(top)
-    site = GatewaySite(GatewayRoot(gateway), timeout=CLIENT_IDLE_TIMEOUT)
+    site = GatewaySite(GatewayRoot(gateway), gateway.stats, timeout=CLIENT_IDLE_TIMEOUT)
     site.displayTracebacks = False
+    listeners = []
     for description in listen:
-        StreamServerEndpointService(serverFromString(reactor, description), site).setServiceParent(top)
+        listener = StreamServerEndpointService(serverFromString(reactor, description), site)
+        listener.setServiceParent(top)
+        listeners.append(listener)
+    if status_listen is not None:
+        status_site = CountingSite(status_root(gateway.stats, gateway.metrics), Stats(), "StatusSite")
+        Readiness(
+            serverFromString(reactor, status_listen), status_site, gateway.stats, listeners, reactor
+        ).setServiceParent(top)
     return top, gateway

@@ -417,7 +417,6 @@ GOOD_TARGET = "{route_type: llm/v1/chat, model: {provider: gemini, name: gemini-
     ("_format_version: 3.0\n", '_format_version: gatewayd reads Kong 3.x state: expected the string "3.0"'),
     ('_format_version: "1.1"\n', "got '1.1'"),
     ('_format_version: "3.0"\nservice: []\n', "service: unknown top-level key"),
-    ('_format_version: "3.0"\nconsumers: [{username: a}]\n', "consumers: not supported by gatewayd yet"),
     ('_format_version: "3.0"\nplugins: [{name: ai-proxy}]\n',
      "plugins[0] (ai-proxy): name: unknown plugin 'ai-proxy'"),
     ('_format_version: "3.0"\nplugins: [{name: file-log, config: {path: /x, colour: red}}]\n',

@@ -45,6 +45,8 @@ class GatewayInMemory(SynchronousTestCase):
     """The sample configuration, its file-log redirected into a temporary directory."""
 
     token_source = None
+    #: More state files applied after the sample's, by name.
+    extra_files: dict[str, str] = {}
 
     def setUp(self) -> None:
         self.clock = Clock()
@@ -57,6 +59,8 @@ class GatewayInMemory(SynchronousTestCase):
         (workdir / "90-log.yaml").write_text(
             f'_format_version: "3.0"\nplugins:\n  - name: file-log\n    config:\n      path: "{self.log_path}"\n'
         )
+        for name, text in self.extra_files.items():
+            (workdir / name).write_text(text)
         env = {
             "DECK_GEMINI_API_KEY": service_account_json(),
             "DECK_GEMINI_API_ENDPOINT": "https://fake.test",
@@ -74,8 +78,10 @@ class GatewayInMemory(SynchronousTestCase):
         )
         self.client = StubTreq(GatewayRoot(self.gateway))
 
-    def post(self, body: dict, url: str = MESSAGES) -> tuple[int, dict[str, list[str]], str]:
-        response = self.successResultOf(self.client.post(url, data=json.dumps(body).encode()))
+    def post(
+        self, body: dict, url: str = MESSAGES, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, list[str]], str]:
+        response = self.successResultOf(self.client.post(url, data=json.dumps(body).encode(), headers=headers))
         text = self.successResultOf(response.text())
         headers = {k.decode().lower(): [v.decode() for v in vs] for k, vs in response.headers.getAllRawHeaders()}
         return response.code, headers, text

@@ -1,0 +1,193 @@
+"""The status listener: ``/metrics``, ``/status`` and ``/status/ready``, as Kong's Status API.
+
+It is a second :class:`~twisted.web.server.Site` on its own endpoint (off unless
+``--status-listen`` is given), so probes and scrapers never share a port, a
+route table or a key-auth plugin with client traffic.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from attrs import define, field
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from gatewayd.metrics import Metrics
+
+#: How long a stop keeps the status listener up while requests drain.
+DRAIN_TIMEOUT = 30.0
+#: After the last request finished, a moment for its last bytes to leave the socket: the
+#: reactor's shutdown drops connections without flushing them.
+FLUSH_GRACE = 0.1
+
+
+@define
+class Stats:
+    """What the node is doing now; the gateway and its Site update it."""
+
+    connections_accepted: int = 0
+    connections_active: int = 0
+    requests_total: int = 0
+    requests_in_flight: int = 0
+    generation: int = 0
+    loaded_at: float | None = None  # wall clock
+    config_hash: str | None = None
+    ready: bool = False
+    _idle: list[Deferred[None]] = field(factory=list)
+
+    def request_started(self) -> None:
+        self.requests_total += 1
+        self.requests_in_flight += 1
+
+    def request_finished(self) -> None:
+        self.requests_in_flight -= 1
+        if self.requests_in_flight == 0:
+            waiting, self._idle = self._idle, []
+            for waiter in waiting:
+                waiter.callback(None)
+
+    def loaded(self, config_hash: str) -> None:
+        self.generation += 1
+        self.loaded_at = time.time()
+        self.config_hash = config_hash
+
+    def idle(self, clock: IReactorTime, timeout: float) -> Deferred[None]:
+        """Fires once no request is in flight, or after ``timeout`` seconds."""
+        if self.requests_in_flight == 0:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._idle.append(waiter)
+        call = clock.callLater(timeout, lambda: waiter.called or waiter.callback(None))
+        waiter.addBoth(lambda result: (call.active() and call.cancel(), result)[1])
+        return waiter
+
+
+class CountingSite(Site):
+    """A Site that counts its connections for ``/status``."""
+
+    def __init__(self, resource: Resource, stats: Stats, prefix: str = "Site", **kwargs: Any) -> None:
+        super().__init__(resource, **kwargs)
+        self.stats = stats
+        self.prefix = prefix
+
+    def logPrefix(self) -> str:
+        return self.prefix
+
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        self.stats.connections_accepted += 1
+        self.stats.connections_active += 1
+        lost = protocol.connectionLost
+
+        def connection_lost(reason: Any) -> None:
+            self.stats.connections_active -= 1
+            lost(reason)
+
+        protocol.connectionLost = connection_lost
+        return protocol
+
+
+def _json(request: Request, status: int, body: dict[str, Any]) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader("content-type", "application/json; charset=utf-8")
+    return json.dumps(body).encode("utf-8")
+
+
+class MetricsPage(Resource):
+    isLeaf = True
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader("content-type", CONTENT_TYPE_LATEST)
+        return generate_latest(self.metrics.registry)
+
+
+class StatusPage(Resource):
+    """Kong's ``/status`` shape (``server`` counters), plus the configuration's generation."""
+
+    def __init__(self, stats: Stats) -> None:
+        super().__init__()
+        self.stats = stats
+        self.putChild(b"ready", ReadyPage(stats))
+
+    def render_GET(self, request: Request) -> bytes:
+        s = self.stats
+        loaded = (datetime.fromtimestamp(s.loaded_at, timezone.utc).isoformat()
+                  if s.loaded_at is not None else None)
+        return _json(request, 200, {
+            "server": {
+                "connections_accepted": s.connections_accepted,
+                "connections_active": s.connections_active,
+                "total_requests": s.requests_total,
+                "requests_in_flight": s.requests_in_flight,
+            },
+            "configuration": {"generation": s.generation, "loaded_at": loaded,
+                              "hash": s.config_hash},
+            "configuration_hash": s.config_hash,
+            "ready": s.ready,
+        })
+
+
+class ReadyPage(Resource):
+    """200 once the configuration is loaded and the listeners are up; 503 otherwise."""
+
+    isLeaf = True
+
+    def __init__(self, stats: Stats) -> None:
+        super().__init__()
+        self.stats = stats
+
+    def render_GET(self, request: Request) -> bytes:
+        if self.stats.ready:
+            return _json(request, 200, {"message": "ready"})
+        reason = "draining" if self.stats.generation else "configuration not loaded"
+        return _json(request, 503, {"message": f"not ready: {reason}"})
+
+
+def status_root(stats: Stats, metrics: Metrics) -> Resource:
+    root = Resource()
+    root.putChild(b"metrics", MetricsPage(metrics))
+    root.putChild(b"status", StatusPage(stats))
+    return root
+
+
+class Readiness(StreamServerEndpointService):
+    """The status listener's service: ready once every client listener listens; on stop,
+    not ready at once, and this listener stays up until requests drain."""
+
+    def __init__(self, endpoint: Any, site: Site, stats: Stats, listeners: list[Any],
+                 clock: IReactorTime, drain_timeout: float = DRAIN_TIMEOUT) -> None:
+        super().__init__(endpoint, site)
+        self.stats = stats
+        self.listeners = listeners
+        self.clock = clock
+        self.drain_timeout = drain_timeout
+
+    def startService(self) -> None:
+        super().startService()
+        waiting = [listener._waitingForPort for listener in self.listeners]
+        gatherResults([*waiting, self._waitingForPort]).addCallbacks(
+            self._listening, lambda failure: None)  # twistd reports a listener that failed
+
+    def _listening(self, _: object) -> None:
+        if self.running:
+            self.stats.ready = True
+
+    def stopService(self) -> Deferred[None]:
+        self.stats.ready = False
+        stopping = self.stats.idle(self.clock, self.drain_timeout)
+        stopping.addCallback(lambda _: deferLater(self.clock, FLUSH_GRACE, lambda: None))
+        stop: Callable[[object], Any] = lambda _: StreamServerEndpointService.stopService(self)
+        return stopping.addCallback(stop)
