@@ -93,11 +93,23 @@ class FakeVertex:
 class Daemon:
     """``twistd -n --pidfile= gatewayd``, its log captured, its port read from the log."""
 
-    def __init__(self, config: Path, env: dict[str, str], workdir: Path, listen: str = "tcp:0:interface=127.0.0.1") -> None:
+    def __init__(
+        self,
+        config: Path,
+        env: dict[str, str],
+        workdir: Path,
+        listen: str = "tcp:0:interface=127.0.0.1",
+        *,
+        twistd_args: tuple[str, ...] = (),
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.log_path = workdir / "twistd.log"
         self.output = open(self.log_path, "wb")
         self.process = subprocess.Popen(
-            [str(BIN / "twistd"), "-n", "--pidfile=", "gatewayd", "--config", str(config), "--listen", listen],
+            [
+                str(BIN / "twistd"), "-n", "--pidfile=", *twistd_args,
+                "gatewayd", "--config", str(config), "--listen", listen, *args,
+            ],
             stdout=self.output,
             stderr=subprocess.STDOUT,
             env=env,
