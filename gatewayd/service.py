@@ -93,6 +93,7 @@ class Gateway(application.Service):
     rotation: Rotation | None = None
     in_flight: set[Request] = field(factory=set)
     _idle: list[Deferred[None]] = field(factory=list)
+    _retired_logs: list[FileLog] = field(factory=list)
 
     log = Logger()
 
@@ -111,6 +112,7 @@ class Gateway(application.Service):
         self.runtime = runtime
         for file_log in retired:
             file_log.file.retire()
+        self._retired_logs.extend(retired)
         return runtime
 
     def reopen_logs(self) -> None:
@@ -149,7 +151,8 @@ class Gateway(application.Service):
                     request.channel.transport.abortConnection()
                 # Cut requests still write their records; that takes a reactor turn or two.
                 await self._until_idle(CUT_REQUESTS_SETTLE)
-        for file_log in self.file_logs.values():
+        # Retired logs too: a request of an older snapshot may have just buffered its record.
+        for file_log in [*self.file_logs.values(), *self._retired_logs]:
             file_log.file.close()
         if self.pool is not None:
             await self.pool.closeCachedConnections()

@@ -74,3 +74,15 @@ def test_a_request_that_never_settles_does_not_hold_the_stop_forever(tmp_path):
 
 def test_with_nothing_in_flight_stop_is_immediate(tmp_path):
     assert gateway(tmp_path, Clock()).stopService().called
+
+
+def test_a_record_buffered_for_a_file_log_a_reload_retired_is_written_at_stop(tmp_path):
+    from tests.test_reload import TokenSources, config
+
+    g = Gateway(Clock(), client=None, make_token_source=TokenSources())
+    g.load(config(tmp_path))
+    (old,) = g.file_logs.values()
+    g.load(config(tmp_path, log="other.json"))
+    old.write({"n": 1})  # a request of the first snapshot, finishing just before the stop
+    g.stopService()
+    assert (tmp_path / "claude.json").read_text() == '{"n":1}\n'
