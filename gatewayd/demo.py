@@ -105,12 +105,18 @@ class Daemon:
         workdir: Path,
         listen: str = "tcp:0:interface=127.0.0.1",
         status_listen: str | None = None,
+        *,
+        twistd_args: tuple[str, ...] = (),
+        args: tuple[str, ...] = (),
     ) -> None:
         self.log_path = workdir / "twistd.log"
         self.output = open(self.log_path, "wb")
         status = ["--status-listen", status_listen] if status_listen else []
         self.process = subprocess.Popen(
-            [str(BIN / "twistd"), "-n", "--pidfile=", "gatewayd", "--config", str(config), "--listen", listen, *status],
+            [
+                str(BIN / "twistd"), "-n", "--pidfile=", *twistd_args,
+                "gatewayd", "--config", str(config), "--listen", listen, *status, *args,
+            ],
             stdout=self.output,
             stderr=subprocess.STDOUT,
             env=env,

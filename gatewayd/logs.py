@@ -12,7 +12,7 @@ import json
 import os
 from typing import IO, Any, Mapping
 
-from attrs import define, field
+from attrs import define, field, frozen
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import ILogObserver, Logger
 from zope.interface import implementer
@@ -40,6 +40,14 @@ def redact_headers(headers: Mapping[str, str], also: frozenset[str] = frozenset(
     }
 
 
+@frozen
+class Rotation:
+    """Size-based rotation, for operators without logrotate: ``path`` → ``path.1`` … ``path.<keep>``."""
+
+    max_bytes: int
+    keep: int = 5
+
+
 @implementer(ILogObserver)
 @define
 class JSONLinesFile:
@@ -47,12 +55,15 @@ class JSONLinesFile:
 
     ``reopen`` is Kong's option of the same name: the file is opened anew for
     every batch, so it follows a rename without a signal.  :meth:`reopen` does
-    the same on demand (SIGHUP after logrotate).
+    the same on demand (SIGHUP after logrotate).  A file no longer configured
+    is :meth:`retire`\ d: it keeps no descriptor open between batches.
     """
 
     path: str
     reactor: IReactorTime
     reopen_each_batch: bool = False
+    rotation: Rotation | None = None
+    _retired: bool = field(default=False, init=False)
     _file: IO[bytes] | None = field(default=None, init=False)
     _buffer: list[bytes] = field(factory=list, init=False)
     _flush_call: IDelayedCall | None = field(default=None, init=False)
@@ -83,6 +94,10 @@ class JSONLinesFile:
                 self._file = _open_append(self.path)
             self._file.write(data)
             self._file.flush()
+            if self.rotation is not None and self._file.tell() >= self.rotation.max_bytes:
+                self._rotate(self.rotation)
+            if self._retired:
+                self.reopen()
         except OSError as error:
             self.log.error(
                 "file-log could not write {count} bytes to {path}: {error}",
@@ -101,6 +116,18 @@ class JSONLinesFile:
         self.flush()
         self.reopen()
 
+    def retire(self) -> None:
+        """Write what is buffered and close; later records (of requests in flight) open and close it."""
+        self._retired = True
+        self.close()
+
+    def _rotate(self, rotation: Rotation) -> None:
+        self.reopen()
+        for n in range(rotation.keep - 1, 0, -1):
+            if os.path.exists(f"{self.path}.{n}"):
+                os.replace(f"{self.path}.{n}", f"{self.path}.{n + 1}")
+        os.replace(self.path, f"{self.path}.1")
+
 
 def _open_append(path: str) -> IO[bytes]:
     directory = os.path.dirname(path)
@@ -117,8 +144,10 @@ class FileLog:
     logger: Logger
 
     @classmethod
-    def open(cls, path: str, reactor: IReactorTime, *, reopen: bool = False) -> "FileLog":
-        sink = JSONLinesFile(path, reactor, reopen)
+    def open(
+        cls, path: str, reactor: IReactorTime, *, reopen: bool = False, rotation: Rotation | None = None
+    ) -> "FileLog":
+        sink = JSONLinesFile(path, reactor, reopen, rotation)
         return cls(sink, Logger(namespace="gatewayd.file_log", observer=sink))
 
     def write(self, record: Mapping[str, Any]) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping, Sequence
 import attrs
 from attrs import define, field, frozen
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet.defer import succeed
+from twisted.internet.defer import Deferred, TimeoutError, succeed
 from twisted.application import service as application
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
@@ -25,12 +25,13 @@ from treq.client import HTTPClient
 from gatewayd.config import Config, Plugin, Route, Service
 from gatewayd.exchange import Exchange, entity_id
 from gatewayd.keyauth import KeyAuth
-from gatewayd.logs import FileLog
+from gatewayd.logs import FileLog, Rotation
 from gatewayd.metrics import Metrics, PrometheusLog
 from gatewayd.phases import AccessGate, ConfigurationError, Phases, compile_phases
 from gatewayd.ratelimit import AIRateLimiter, LocalStore, Store, redis_identity, redis_store
 from gatewayd.status import CountingSite, Readiness, Stats, status_root
 from gatewayd.providers.auth import (
+    CredentialsError,
     GoogleTokenSource,
     TokenSource,
     default_credentials,
@@ -45,6 +46,9 @@ from gatewayd.translate import SignatureMemory
 NO_ROUTE = b'{"message":"no Route matched with those values"}'
 #: Seconds a client may stay silent while sending its request's headers or body.
 CLIENT_IDLE_TIMEOUT = 60
+
+#: Seconds the requests cut at the end of the grace period get to write their log records.
+CUT_REQUESTS_SETTLE = 5.0
 
 
 __all__ = ["ConfigurationError", "Gateway", "GatewayRoot", "build"]
@@ -70,9 +74,21 @@ class Runtime:
     unmatched: RouteHandler
 
 
+@define
+class _Compiling:
+    """What one compilation reuses or creates: committed only if the whole config compiles."""
+
+    token_sources: dict[str, TokenSource] = field(factory=dict)
+    file_logs: dict[tuple[str, bool], FileLog] = field(factory=dict)
+
+
 @define(slots=False)
 class Gateway(application.Service):
-    """Holds the live snapshot and the things that outlive one: pool, tokens, log files."""
+    """Holds the live snapshot and the things that outlive one: pool, tokens, log files.
+
+    It also knows the requests in flight (from routing until their log record
+    is written), so that stopping can wait for them.
+    """
 
     reactor: Any
     client: HTTPClient
@@ -86,13 +102,30 @@ class Gateway(application.Service):
     stats: Stats = field(factory=Stats)
     #: Rate-limit counter stores that outlive a snapshot: memory per plugin id, Redis per server.
     stores: dict[Any, Store] = field(factory=dict)
+    shutdown_grace: float = 30.0
+    rotation: Rotation | None = None
+    in_flight: set[Request] = field(factory=set)
+    _idle: list[Deferred[None]] = field(factory=list)
+    _retired_logs: list[FileLog] = field(factory=list)
 
     log = Logger()
 
     def load(self, config: Config) -> Runtime:
-        """Compile ``config`` and make it the one new requests see."""
-        runtime = self._compile(config)
+        """Compile ``config`` and make it the one new requests see.
+
+        Nothing changes unless the whole configuration compiles.  Token sources
+        and file logs whose settings did not change carry over; file logs no
+        longer configured are closed (a request of the old snapshot still in
+        flight reopens its file for its record, then closes it again).
+        """
+        compiling = _Compiling()
+        runtime = self._compile(config, compiling)
+        retired = [log for key, log in self.file_logs.items() if key not in compiling.file_logs]
+        self.token_sources, self.file_logs = compiling.token_sources, compiling.file_logs
         self.runtime = runtime
+        for file_log in retired:
+            file_log.file.retire()
+        self._retired_logs.extend(retired)
         self.stats.loaded(_config_hash(config))
         return runtime
 
@@ -102,27 +135,76 @@ class Gateway(application.Service):
         for source in self.token_sources.values():
             source.token().addErrback(lambda failure: None)  # the source logs its failures
 
+    def reopen_logs(self) -> None:
+        """Reopen every file-log path, after logrotate moved the files away."""
+        for file_log in self.file_logs.values():
+            file_log.file.reopen()
+
+    def request_started(self, request: Request) -> None:
+        self.in_flight.add(request)
+        self.stats.request_started()
+
+    def request_done(self, request: Request) -> None:
+        self.in_flight.discard(request)
+        self.stats.request_finished()
+        if not self.in_flight:
+            idle, self._idle = self._idle, []
+            for waiter in idle:
+                waiter.callback(None)
+
     def stopService(self) -> Any:
         super().stopService()
         self.stats.ready = False
+        return Deferred.fromCoroutine(self._drain())
+
+    async def _drain(self) -> None:
+        """Let requests in flight finish within the grace period, cut the rest, then close."""
+        if self.in_flight:
+            self.log.info(
+                "Stopping: waiting up to {grace}s for {count} requests in flight",
+                grace=self.shutdown_grace,
+                count=len(self.in_flight),
+            )
+            if not await self.until_idle(self.shutdown_grace):
+                self.log.warn(
+                    "Stopping: grace period over, cutting {count} requests in flight",
+                    count=len(self.in_flight),
+                )
+                for request in list(self.in_flight):
+                    request.channel.transport.abortConnection()
+                # Cut requests still write their records; that takes a reactor turn or two.
+                await self.until_idle(CUT_REQUESTS_SETTLE)
         for store in self.stores.values():
             close = getattr(store, "close", None)
             if close is not None:
                 close()
-        for file_log in self.file_logs.values():
+        # Retired logs too: a request of an older snapshot may have just buffered its record.
+        for file_log in [*self.file_logs.values(), *self._retired_logs]:
             file_log.file.close()
         if self.pool is not None:
-            return self.pool.closeCachedConnections()
-        return None
+            await self.pool.closeCachedConnections()
 
-    def _compile(self, config: Config) -> Runtime:
+    async def until_idle(self, timeout: float) -> bool:
+        """Whether every request in flight finished within ``timeout`` seconds."""
+        if not self.in_flight:
+            return True
+        waiter: Deferred[None] = Deferred()
+        self._idle.append(waiter)
+        waiter.addTimeout(timeout, self.reactor)
+        try:
+            await waiter
+        except TimeoutError:
+            return False
+        return True
+
+    def _compile(self, config: Config, compiling: _Compiling) -> Runtime:
         entries = []
         for route in config.routes:
             plugins = config.plugins_for(route)
             service = config.services.get(route.service) if route.service else None
             handler = RouteHandler(
-                resource=self._route_resource(plugins),
-                file_logs=self._file_logs(plugins),
+                resource=self._route_resource(plugins, compiling),
+                file_logs=self._file_logs(plugins, compiling),
                 route=_route_entity(route),
                 service=_service_entity(service) if service is not None else None,
                 phases=compile_phases(plugins, config, self._phase_builders()),
@@ -133,7 +215,7 @@ class Gateway(application.Service):
         }
         unmatched = RouteHandler(
             resource=NoRoute(),
-            file_logs=self._file_logs(global_plugins),
+            file_logs=self._file_logs(global_plugins, compiling),
             # Kong answers an unmatched request before any access phase; only logging runs.
             phases=compile_phases(global_plugins, config, self._phase_builders()[-1:]),
         )
@@ -165,16 +247,16 @@ class Gateway(application.Service):
         )
         return limiter, limiter
 
-    def _route_resource(self, plugins: Mapping[str, Plugin]) -> Resource:
+    def _route_resource(self, plugins: Mapping[str, Plugin], compiling: _Compiling) -> Resource:
         ai = plugins.get("ai-proxy-advanced")
         if ai is None:
             return UpstreamNotImplemented()
         resource = RouteResource()
-        for name, child in messages_tree(self._ai_proxy(ai)).items():
+        for name, child in messages_tree(self._ai_proxy(ai, compiling)).items():
             resource.putChild(name, child)
         return resource
 
-    def _ai_proxy(self, plugin: Plugin) -> AIProxy:
+    def _ai_proxy(self, plugin: Plugin, compiling: _Compiling) -> AIProxy:
         if plugin.config.get("llm_format") != "anthropic":
             raise ConfigurationError(
                 f"{plugin.source}: plugins ({plugin.name}): config.llm_format: "
@@ -196,9 +278,10 @@ class Gateway(application.Service):
                 )
             if target.auth.kind in ("service_account", "adc"):
                 identity = target.auth.identity()
-                if identity not in self.token_sources:
-                    assert self.make_token_source is not None
-                    self.token_sources[identity] = self.make_token_source(target)
+                if identity not in compiling.token_sources:
+                    compiling.token_sources[identity] = self.token_sources.get(identity) or self._token_source(
+                        plugin, index, target
+                    )
             targets.append(target)
         try:
             settings = BalancerConfig.from_config(plugin.config.get("balancer"))
@@ -212,7 +295,7 @@ class Gateway(application.Service):
             plugin_id=plugin.id,
             targets=tuple(targets),
             client=self._client(settings.connect_timeout),
-            tokens=self.token_sources,
+            tokens=compiling.token_sources,
             reactor=self.reactor,
             signatures=self.signatures,
             balancer=Balancer(candidates, settings, self.reactor),
@@ -225,14 +308,25 @@ class Gateway(application.Service):
             return self.client  # a client given by a test
         return HTTPClient(Agent(self.reactor, connectTimeout=connect_timeout, pool=self.pool))
 
-    def _file_logs(self, plugins: Mapping[str, Plugin]) -> tuple[FileLog, ...]:
+    def _token_source(self, plugin: Plugin, index: int, target: Target) -> TokenSource:
+        assert self.make_token_source is not None
+        try:
+            return self.make_token_source(target)
+        except CredentialsError as error:
+            raise ConfigurationError(
+                f"{plugin.source}: plugins ({plugin.name}): config.targets[{index}].auth: {error}"
+            ) from None
+
+    def _file_logs(self, plugins: Mapping[str, Plugin], compiling: _Compiling) -> tuple[FileLog, ...]:
         plugin = plugins.get("file-log")
         if plugin is None:
             return ()
         key = (plugin.config["path"], bool(plugin.config.get("reopen")))
-        if key not in self.file_logs:
-            self.file_logs[key] = FileLog.open(key[0], self.reactor, reopen=key[1])
-        return (self.file_logs[key],)
+        if key not in compiling.file_logs:
+            compiling.file_logs[key] = self.file_logs.get(key) or FileLog.open(
+                key[0], self.reactor, reopen=key[1], rotation=self.rotation
+            )
+        return (compiling.file_logs[key],)
 
 
 class RouteResource(Resource):
@@ -291,9 +385,9 @@ class GatewayRoot(Resource):
     def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
         runtime = self.gateway.runtime
         assert runtime is not None
-        self.gateway.stats.request_started()
         exchange = Exchange(started=self.gateway.reactor.seconds(), request_size=body_size(request))
         request.gatewayd_exchange = exchange  # type: ignore[attr-defined]
+        self.gateway.request_started(request)
         full_path = request.path.decode("latin-1")
         host = (request.getHeader("host") or "")
         match = runtime.table.match(request.method.decode("latin-1"), full_path, host)
@@ -309,19 +403,18 @@ class GatewayRoot(Resource):
         return handler.resource
 
     def _finished(self, result: object, request: Request, exchange: Exchange, handler: RouteHandler) -> None:
-        self.gateway.stats.request_finished()
         if result is not None:  # an errback: the client went away
             exchange.client_gone = True
-        if not handler.file_logs and not handler.phases.log:
-            return
         finished = self.gateway.reactor.seconds()
 
         def write(_: object) -> None:
-            record = exchange.record(request, finished)
-            for plugin in handler.phases.log:
-                plugin.log(request, exchange, record)
-            for file_log in handler.file_logs:
-                file_log.write(record)
+            if handler.file_logs or handler.phases.log:
+                record = exchange.record(request, finished)
+                for plugin in handler.phases.log:
+                    plugin.log(request, exchange, record)
+                for file_log in handler.file_logs:
+                    file_log.write(record)
+            self.gateway.request_done(request)
 
         (exchange.handled or succeed(None)).addCallback(write)
 
@@ -379,6 +472,8 @@ def build(
     status_listen: str | None = None,
     client: HTTPClient | None = None,
     make_token_source: Callable[[Target], TokenSource] | None = None,
+    shutdown_grace: float = 30.0,
+    rotation: Rotation | None = None,
 ) -> tuple[application.MultiService, Gateway]:
     """Compose the daemon's services for ``config``."""
     pool = None
@@ -392,6 +487,8 @@ def build(
         client,
         pool,
         make_token_source or google_token_sources(reactor),
+        shutdown_grace=shutdown_grace,
+        rotation=rotation,
     )
     gateway.load(config)
     top = application.MultiService()
@@ -406,6 +503,11 @@ def build(
     if status_listen is not None:
         status_site = CountingSite(status_root(gateway.stats, gateway.metrics), Stats(), "StatusSite")
         Readiness(
-            serverFromString(reactor, status_listen), status_site, gateway.stats, listeners, reactor
+            serverFromString(reactor, status_listen),
+            status_site,
+            gateway.stats,
+            listeners,
+            reactor,
+            lambda: Deferred.fromCoroutine(gateway.until_idle(shutdown_grace + CUT_REQUESTS_SETTLE)),
         ).setServiceParent(top)
     return top, gateway

@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from attrs import define, field
+from attrs import define
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.defer import Deferred, gatherResults, succeed
@@ -23,8 +23,6 @@ from twisted.web.server import Request, Site
 
 from gatewayd.metrics import Metrics
 
-#: How long a stop keeps the status listener up while requests drain.
-DRAIN_TIMEOUT = 30.0
 #: After the last request finished, a moment for its last bytes to leave the socket: the
 #: reactor's shutdown drops connections without flushing them.
 FLUSH_GRACE = 0.1
@@ -42,7 +40,6 @@ class Stats:
     loaded_at: float | None = None  # wall clock
     config_hash: str | None = None
     ready: bool = False
-    _idle: list[Deferred[None]] = field(factory=list)
 
     def request_started(self) -> None:
         self.requests_total += 1
@@ -50,25 +47,11 @@ class Stats:
 
     def request_finished(self) -> None:
         self.requests_in_flight -= 1
-        if self.requests_in_flight == 0:
-            waiting, self._idle = self._idle, []
-            for waiter in waiting:
-                waiter.callback(None)
 
     def loaded(self, config_hash: str) -> None:
         self.generation += 1
         self.loaded_at = time.time()
         self.config_hash = config_hash
-
-    def idle(self, clock: IReactorTime, timeout: float) -> Deferred[None]:
-        """Fires once no request is in flight, or after ``timeout`` seconds."""
-        if self.requests_in_flight == 0:
-            return succeed(None)
-        waiter: Deferred[None] = Deferred()
-        self._idle.append(waiter)
-        call = clock.callLater(timeout, lambda: waiter.called or waiter.callback(None))
-        waiter.addBoth(lambda result: (call.active() and call.cancel(), result)[1])
-        return waiter
 
 
 class CountingSite(Site):
@@ -165,15 +148,19 @@ def status_root(stats: Stats, metrics: Metrics) -> Resource:
 
 class Readiness(StreamServerEndpointService):
     """The status listener's service: ready once every client listener listens; on stop,
-    not ready at once, and this listener stays up until requests drain."""
+    not ready at once, and this listener stays up until requests drain.
+
+    ``drained`` is the gateway's wait for its requests in flight (it fires
+    when they are done or the grace period is over).
+    """
 
     def __init__(self, endpoint: Any, site: Site, stats: Stats, listeners: list[Any],
-                 clock: IReactorTime, drain_timeout: float = DRAIN_TIMEOUT) -> None:
+                 clock: IReactorTime, drained: Callable[[], Deferred[Any]]) -> None:
         super().__init__(endpoint, site)
         self.stats = stats
         self.listeners = listeners
         self.clock = clock
-        self.drain_timeout = drain_timeout
+        self.drained = drained
 
     def startService(self) -> None:
         super().startService()
@@ -187,7 +174,7 @@ class Readiness(StreamServerEndpointService):
 
     def stopService(self) -> Deferred[None]:
         self.stats.ready = False
-        stopping = self.stats.idle(self.clock, self.drain_timeout)
+        stopping = self.drained()
         stopping.addCallback(lambda _: deferLater(self.clock, FLUSH_GRACE, lambda: None))
         stop: Callable[[object], Any] = lambda _: StreamServerEndpointService.stopService(self)
         return stopping.addCallback(stop)

@@ -11,16 +11,29 @@ DEFAULT_LISTEN = "tcp:8000:interface=127.0.0.1"
 
 
 class Options(usage.Options):
-    synopsis = "[--config PATH] [--listen ENDPOINT ...] [--status-listen ENDPOINT]"
+    synopsis = "[--config PATH] [--listen ENDPOINT ...] [--status-listen ENDPOINT] [--shutdown-grace SECONDS]"
     longdesc = (
         "Serve Anthropic Messages API clients on Google Gemini, configured by "
-        "Kong decK files (a YAML file, or a directory of *.yaml applied in name order)."
+        "Kong decK files (a YAML file, or a directory of *.yaml applied in name order). "
+        "SIGHUP reloads the configuration and reopens the log files; SIGTERM stops "
+        "accepting and lets requests in flight finish within the grace period. "
+        "Check a configuration with: python -m gatewayd.check --config PATH"
     )
     optParameters = [
         ["config", "c", "/etc/gatewayd", "decK configuration: a YAML file or a directory of them"],
         ["status-listen", None, None,
          "Twisted endpoint (or a bare port, on 127.0.0.1) for /metrics, /status and "
          "/status/ready [default: off]"],
+        ["shutdown-grace", None, 30.0, "seconds requests in flight get to finish on SIGTERM", float],
+        [
+            "file-log-max-bytes",
+            None,
+            None,
+            "rotate a file-log file once it reaches this size (path.1, path.2, ...); "
+            "unset: never (use logrotate)",
+            int,
+        ],
+        ["file-log-keep", None, 5, "rotated file-log files kept with --file-log-max-bytes", int],
     ]
 
     def __init__(self) -> None:
@@ -36,20 +49,38 @@ class Options(usage.Options):
             self["listen"] = [DEFAULT_LISTEN]
         if self["status-listen"] is not None and self["status-listen"].isdigit():
             self["status-listen"] = f"tcp:{self['status-listen']}:interface=127.0.0.1"
+        if self["shutdown-grace"] < 0:
+            raise usage.UsageError("--shutdown-grace must be 0 or more seconds")
+        if self["file-log-max-bytes"] is not None and (self["file-log-max-bytes"] < 1 or self["file-log-keep"] < 1):
+            raise usage.UsageError("--file-log-max-bytes and --file-log-keep must be at least 1")
 
 
 def makeService(options: Options) -> IService:
+    from twisted.application.internet import StreamServerEndpointService
     from twisted.internet import reactor
 
-    from gatewayd.config import ConfigError, load_config
-    from gatewayd.providers.auth import CredentialsError
-    from gatewayd.service import ConfigurationError, build
+    from gatewayd.config import load_config
+    from gatewayd.logs import Rotation
+    from gatewayd.reload import INVALID, Reloader, read_in_thread
+    from gatewayd.service import build
+    from gatewayd.systemd import Notifier
 
+    rotation = None
+    if options["file-log-max-bytes"] is not None:
+        rotation = Rotation(options["file-log-max-bytes"], options["file-log-keep"])
     try:
         config = load_config(options["config"], os.environ)
-        service, _ = build(
-            config, reactor, listen=options["listen"], status_listen=options["status-listen"]
+        service, gateway = build(
+            config,
+            reactor,
+            listen=options["listen"],
+            status_listen=options["status-listen"],
+            shutdown_grace=options["shutdown-grace"],
+            rotation=rotation,
         )
-    except (ConfigError, ConfigurationError, CredentialsError) as error:
+    except INVALID as error:
         raise usage.UsageError(str(error)) from None
+    listeners = [s for s in service if isinstance(s, StreamServerEndpointService)]
+    Reloader(gateway, options["config"], os.environ, reactor, read_in_thread(reactor)).setServiceParent(service)
+    Notifier(listeners, reactor).setServiceParent(service)
     return service

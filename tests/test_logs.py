@@ -5,7 +5,7 @@ import os
 
 from twisted.internet.task import Clock
 
-from gatewayd.logs import FileLog, redact_headers
+from gatewayd.logs import FileLog, Rotation, redact_headers
 
 
 def lines(path):
@@ -59,3 +59,19 @@ def test_close_flushes_what_is_buffered(tmp_path):
 def test_secret_headers_are_redacted():
     headers = redact_headers({"authorization": "Bearer x", "x-api-key": "k", "user-agent": "claude-cli"})
     assert headers == {"authorization": "REDACTED", "x-api-key": "REDACTED", "user-agent": "claude-cli"}
+
+
+def test_size_rotation_keeps_the_configured_number_of_files(tmp_path):
+    clock = Clock()
+    path = tmp_path / "claude.json"
+    log = FileLog.open(str(path), clock, rotation=Rotation(max_bytes=20, keep=2))
+    for n in range(4):
+        log.write({"n": n, "pad": "xxxxxx"})  # 22 bytes a line: every record fills a file
+        clock.advance(0)
+    assert not path.exists()
+    assert lines(tmp_path / "claude.json.1") == [{"n": 3, "pad": "xxxxxx"}]
+    assert lines(tmp_path / "claude.json.2") == [{"n": 2, "pad": "xxxxxx"}]
+    assert not (tmp_path / "claude.json.3").exists()
+    log.write({"n": 4})
+    clock.advance(0)
+    assert lines(path) == [{"n": 4}]

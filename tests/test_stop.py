@@ -1,0 +1,88 @@
+"""Stopping: requests in flight get the grace period, then are cut; log files close last."""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+
+from gatewayd.logs import FileLog
+from gatewayd.service import CUT_REQUESTS_SETTLE, Gateway
+
+
+class Transport:
+    def __init__(self) -> None:
+        self.aborted = False
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+
+
+class Channel:
+    def __init__(self) -> None:
+        self.transport = Transport()
+
+
+class Request:
+    def __init__(self) -> None:
+        self.channel = Channel()
+
+
+def gateway(tmp_path, clock):
+    g = Gateway(clock, client=None, shutdown_grace=10.0)
+    g.file_logs[("x", False)] = FileLog.open(str(tmp_path / "claude.json"), clock)
+    return g
+
+
+def test_stop_waits_for_requests_in_flight_then_closes_the_logs(tmp_path):
+    clock = Clock()
+    g = gateway(tmp_path, clock)
+    request = Request()
+    g.request_started(request)
+    stopped = g.stopService()
+    clock.advance(9.9)
+    assert not stopped.called and not request.channel.transport.aborted
+    (file_log,) = g.file_logs.values()
+    file_log.write({"n": 1})  # the record written as the request finishes
+    g.request_done(request)
+    assert stopped.called
+    assert (tmp_path / "claude.json").read_text() == '{"n":1}\n'
+
+
+def test_at_the_end_of_the_grace_period_requests_are_cut_and_still_logged(tmp_path):
+    clock = Clock()
+    g = gateway(tmp_path, clock)
+    request = Request()
+    g.request_started(request)
+    stopped = g.stopService()
+    clock.advance(10.0)
+    assert request.channel.transport.aborted and not stopped.called
+    (file_log,) = g.file_logs.values()
+    file_log.write({"n": 1, "client_gone": True})
+    g.request_done(request)
+    assert stopped.called
+    assert (tmp_path / "claude.json").read_text() == '{"n":1,"client_gone":true}\n'
+
+
+def test_a_request_that_never_settles_does_not_hold_the_stop_forever(tmp_path):
+    clock = Clock()
+    g = gateway(tmp_path, clock)
+    g.request_started(Request())
+    stopped = g.stopService()
+    clock.advance(10.0)
+    clock.advance(CUT_REQUESTS_SETTLE)
+    assert stopped.called
+
+
+def test_with_nothing_in_flight_stop_is_immediate(tmp_path):
+    assert gateway(tmp_path, Clock()).stopService().called
+
+
+def test_a_record_buffered_for_a_file_log_a_reload_retired_is_written_at_stop(tmp_path):
+    from tests.test_reload import TokenSources, config
+
+    g = Gateway(Clock(), client=None, make_token_source=TokenSources())
+    g.load(config(tmp_path))
+    (old,) = g.file_logs.values()
+    g.load(config(tmp_path, log="other.json"))
+    old.write({"n": 1})  # a request of the first snapshot, finishing just before the stop
+    g.stopService()
+    assert (tmp_path / "claude.json").read_text() == '{"n":1}\n'
