@@ -49,7 +49,22 @@ class AdoptedPort:
     domain: int
 
     def listen(self, factory: Factory) -> Deferred[IListeningPort]:
-        return defer.execute(self.reactor.adoptStreamPort, self.fileno, self.domain, factory)
+        return defer.execute(self._adopt, factory)
+
+    def _adopt(self, factory: Factory) -> IListeningPort:
+        port = self.reactor.adoptStreamPort(self.fileno, self.domain, factory)
+        # Every process sharing the socket wakes for a new connection.  Twisted's
+        # port accepts up to ``numberAccepts`` (growing from 100) per wake-up, so
+        # one process would take a whole burst; one each spreads them, and a busy
+        # process, waking less often, takes fewer.
+        accept = port.doRead
+
+        def doRead() -> object:
+            port.numberAccepts = 1
+            return accept()
+
+        port.doRead = doRead
+        return port
 
 
 @implementer(IPlugin, IStreamServerEndpointStringParser)
