@@ -2,7 +2,8 @@
 
 Records travel as ``twisted.logger`` events: each file-log plugin instance owns
 a :class:`~twisted.logger.Logger` whose observer is a :class:`JSONLinesFile`.
-Writes are buffered and flushed once per reactor turn, so a burst of requests
+Records are buffered as they come and serialized and written once per reactor
+turn, after the responses of that turn have gone out: a burst of requests
 costs one ``write`` call, and nothing is held back longer than that.
 """
 
@@ -65,7 +66,7 @@ class JSONLinesFile:
     rotation: Rotation | None = None
     _retired: bool = field(default=False, init=False)
     _file: IO[bytes] | None = field(default=None, init=False)
-    _buffer: list[bytes] = field(factory=list, init=False)
+    _buffer: list[Mapping[str, Any]] = field(factory=list, init=False)
     _flush_call: IDelayedCall | None = field(default=None, init=False)
 
     log = Logger()
@@ -74,8 +75,7 @@ class JSONLinesFile:
         record = event.get("record")
         if record is None:
             return
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
-        self._buffer.append(line.encode("utf-8") + b"\n")
+        self._buffer.append(record)
         if self._flush_call is None:
             self._flush_call = self.reactor.callLater(0, self.flush)
 
@@ -86,7 +86,10 @@ class JSONLinesFile:
         self._flush_call = None
         if not self._buffer:
             return
-        data, self._buffer = b"".join(self._buffer), []
+        records, self._buffer = self._buffer, []
+        data = "".join(
+            [json.dumps(r, ensure_ascii=False, separators=(",", ":"), default=str) + "\n" for r in records]
+        ).encode("utf-8")
         try:
             if self.reopen_each_batch:
                 self.reopen()

@@ -32,6 +32,7 @@ from gatewayd.exchange import Exchange
 from gatewayd.providers.auth import CredentialsError, TokenSource
 from gatewayd.providers.gemini import Target
 from gatewayd.stream import SSEBridge
+from gatewayd.upstream import UpstreamClient
 from gatewayd.translate import (
     Prepared,
     SignatureMemory,
@@ -53,7 +54,13 @@ _ALPHABET = string.ascii_letters + string.digits
 
 
 def message_id() -> str:
-    return "msg_" + "".join(secrets.choice(_ALPHABET) for _ in range(24))
+    # One read of the system's randomness, not one per character.
+    number = int.from_bytes(secrets.token_bytes(18), "big")
+    chars = []
+    for _ in range(24):
+        number, index = divmod(number, 62)
+        chars.append(_ALPHABET[index])
+    return "msg_" + "".join(chars)
 
 
 @define
@@ -62,7 +69,7 @@ class AIProxy:
 
     plugin_id: str
     targets: tuple[Target, ...]
-    client: HTTPClient
+    client: HTTPClient | UpstreamClient
     tokens: Mapping[str, TokenSource]
     reactor: IReactorTime
     signatures: SignatureMemory

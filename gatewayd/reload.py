@@ -51,6 +51,8 @@ class Reloader(Service):
     reactor: Any
     read: ReadConfig
     notify: Callable[[str], object] = systemd.notify
+    #: Passes the signal on (to ``--workers`` processes, which reload themselves).
+    forward: Callable[[int], object] = lambda signum: None
     _running_reload: Deferred[bool] | None = field(default=None, init=False)
     _again: bool = field(default=False, init=False)
 
@@ -67,6 +69,7 @@ class Reloader(Service):
         """Reload now, or once the reload under way is done; fires True if the new config serves."""
         if not self.running:
             return None
+        self.forward(signal.SIGHUP)
         if self._running_reload is not None:
             self._again = True
             return self._running_reload

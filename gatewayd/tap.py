@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 from twisted.application.service import IService
 from twisted.python import usage
@@ -11,7 +12,7 @@ DEFAULT_LISTEN = "tcp:8000:interface=127.0.0.1"
 
 
 class Options(usage.Options):
-    synopsis = "[--config PATH] [--listen ENDPOINT ...] [--status-listen ENDPOINT] [--shutdown-grace SECONDS]"
+    synopsis = "[--config PATH] [--listen ENDPOINT ...] [--workers N] [--status-listen ENDPOINT] [--shutdown-grace SECONDS]"
     longdesc = (
         "Serve Anthropic Messages API clients on Google Gemini, configured by "
         "Kong decK files (a YAML file, or a directory of *.yaml applied in name order). "
@@ -34,6 +35,8 @@ class Options(usage.Options):
             int,
         ],
         ["file-log-keep", None, 5, "rotated file-log files kept with --file-log-max-bytes", int],
+        ["workers", "w", 1, "processes serving the --listen sockets (one per core)", int],
+        ["upstream-pool", None, 512, "idle upstream connections kept open per host", int],
     ]
 
     def __init__(self) -> None:
@@ -53,12 +56,15 @@ class Options(usage.Options):
             raise usage.UsageError("--shutdown-grace must be 0 or more seconds")
         if self["file-log-max-bytes"] is not None and (self["file-log-max-bytes"] < 1 or self["file-log-keep"] < 1):
             raise usage.UsageError("--file-log-max-bytes and --file-log-keep must be at least 1")
+        if self["workers"] < 1 or self["upstream-pool"] < 1:
+            raise usage.UsageError("--workers and --upstream-pool must be at least 1")
 
 
 def makeService(options: Options) -> IService:
     from twisted.application.internet import StreamServerEndpointService
     from twisted.internet import reactor
 
+    from gatewayd import workers
     from gatewayd.config import load_config
     from gatewayd.logs import Rotation
     from gatewayd.reload import INVALID, Reloader, read_in_thread
@@ -68,19 +74,42 @@ def makeService(options: Options) -> IService:
     rotation = None
     if options["file-log-max-bytes"] is not None:
         rotation = Rotation(options["file-log-max-bytes"], options["file-log-keep"])
+    listen, sockets = options["listen"], ()
     try:
+        if options["workers"] > 1:
+            sockets = tuple(workers.listening_socket(each) for each in options["listen"])
+            listen = [workers.adopt_description(each) for each in sockets]
         config = load_config(options["config"], os.environ)
         service, gateway = build(
             config,
             reactor,
-            listen=options["listen"],
+            listen=listen,
             status_listen=options["status-listen"],
             shutdown_grace=options["shutdown-grace"],
             rotation=rotation,
+            pool_size=options["upstream-pool"],
         )
-    except INVALID as error:
+    except (*INVALID, OSError) as error:
         raise usage.UsageError(str(error)) from None
+    forward: Callable[[int], object] = lambda signum: None
+    if sockets:
+        # Workers serve the same sockets with the same settings, but no status listener of
+        # their own: the parent's reports readiness.
+        arguments = (
+            "--config", options["config"],
+            "--upstream-pool", str(options["upstream-pool"]),
+            "--shutdown-grace", str(options["shutdown-grace"]),
+        )
+        if rotation is not None:
+            arguments += (
+                "--file-log-max-bytes", str(rotation.max_bytes), "--file-log-keep", str(rotation.keep)
+            )
+        processes = workers.WorkerProcesses(reactor, sockets, options["workers"] - 1, arguments)
+        processes.setServiceParent(service)
+        forward = processes.signal
     listeners = [s for s in service if isinstance(s, StreamServerEndpointService)]
-    Reloader(gateway, options["config"], os.environ, reactor, read_in_thread(reactor)).setServiceParent(service)
+    Reloader(
+        gateway, options["config"], os.environ, reactor, read_in_thread(reactor), forward=forward
+    ).setServiceParent(service)
     Notifier(listeners, reactor).setServiceParent(service)
     return service

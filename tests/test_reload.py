@@ -193,3 +193,12 @@ def test_a_reload_asked_for_during_one_runs_once_after_it(tmp_path, reloader):
     assert done.result is True
     assert r.gateway.runtime.config.plugins[0].config["targets"][0]["model"]["name"] == "gemini-2.5-flash"
     assert r.notify == ["RELOADING=1", "READY=1"] * 2
+
+
+def test_a_reload_passes_sighup_on_to_worker_processes(tmp_path, reloader):
+    r, answers = reloader
+    forwarded = []
+    r.forward = forwarded.append
+    answers["next"] = succeed(config(tmp_path))
+    r.reload()
+    assert forwarded == [signal.SIGHUP]

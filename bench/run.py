@@ -1,0 +1,461 @@
+"""``python bench/run.py``: what gatewayd adds, measured against direct calls to the same fake.
+
+One run starts the lean fake upstream (bench/fakeupstream.py), ``twistd gatewayd``
+on the sample configuration (translation, file-log and log_statistics on), and
+drives both with ``wrk`` (non-streaming) and an asyncio client (streams).  The
+gateway is pinned to CPU 0, the fake and the load generators to CPU 1.  It
+prints a markdown table; ``--long`` adds the slow-reader and idle-streams
+memory measurements, ``--litellm`` the LiteLLM comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PYTHON = sys.executable
+BIN = Path(PYTHON).parent
+SEED = ROOT / "tests" / "fixtures" / "claude_code" / "seed_question.json"
+GATEWAY_CPU, LOAD_CPU = "0", "1"
+SMALL_REQUEST = {
+    "model": "claude-sonnet-4-5",
+    "max_tokens": 1024,
+    "messages": [{"role": "user", "content": "Say hello."}],
+}
+GEMINI_REQUEST = {
+    "contents": [{"role": "user", "parts": [{"text": "Say hello."}]}],
+    "generationConfig": {"maxOutputTokens": 1024},
+}
+MODEL_PATH = "/v1/projects/bench-project/locations/us-central1/publishers/google/models/gemini-2.0-flash"
+
+
+def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def pinned(cpu: str, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", cpu, *argv] if shutil.which("taskset") and os.cpu_count() > 1 else argv
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` and its children (workers), in MB."""
+    total = 0
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    for each in pids:
+        for line in Path(f"/proc/{each}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+class Process:
+    def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None):
+        self.log_path = log
+        self.output = open(log, "wb")
+        self.process = subprocess.Popen(argv, stdout=self.output, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.output.close()
+
+
+class Fake(Process):
+    def __init__(self, workdir: Path, name: str, *args: str):
+        port_file = workdir / f"{name}.port"
+        super().__init__(
+            pinned(LOAD_CPU, [PYTHON, str(HERE / "fakeupstream.py"), "--port-file", str(port_file), *args]),
+            workdir / f"{name}.log",
+        )
+        self.port = int(wait_for(lambda: _read(port_file), what="the fake upstream"))
+        self.url = f"http://127.0.0.1:{self.port}"
+
+
+def gateway_config(workdir: Path, fake: Fake, name: str) -> tuple[Path, dict[str, str]]:
+    """The sample configuration, its file-log in ``workdir``, its env pointing at ``fake``."""
+    from gatewayd.fakevertex.auth import ServiceAccount
+
+    config = workdir / f"{name}-config"
+    config.mkdir()
+    for path in sorted((ROOT / "etc" / "gatewayd").glob("*.yaml")):
+        shutil.copy(path, config / path.name)
+    (config / "30-file-log.yaml").write_text(
+        '_format_version: "3.0"\nplugins:\n  - name: file-log\n    config:\n'
+        f'      path: "{workdir / (name + "-file-log.json")}"\n'
+    )
+    account = ServiceAccount.generate(fake.url + "/token", "bench-project")
+    env = dict(os.environ)
+    env.update(
+        DECK_GEMINI_API_KEY=json.dumps(account.info()),
+        DECK_GEMINI_API_ENDPOINT=fake.url,
+        DECK_GCP_PROJECT_ID="bench-project",
+        DECK_GEMINI_LOCATION_ID="us-central1",
+    )
+    return config, env
+
+
+class Gateway(Process):
+    def __init__(self, workdir: Path, fake: Fake, name: str, *, cpu: str | None = GATEWAY_CPU, workers: int = 1):
+        config, env = gateway_config(workdir, fake, name)
+        self.file_log = workdir / f"{name}-file-log.json"
+        argv = [str(BIN / "twistd"), "-n", "--pidfile=", "gatewayd", "--config", str(config)]
+        argv += ["--listen", "tcp:0:interface=127.0.0.1"]
+        if workers > 1:
+            argv += ["--workers", str(workers)]
+        super().__init__(pinned(cpu, argv) if cpu else argv, workdir / f"{name}-twistd.log", env, workdir)
+        self.port = int(wait_for(self._port, what=f"twistd to listen (log: {self.log_path})"))
+        self.url = f"http://127.0.0.1:{self.port}"
+        if workers > 1:
+            wait_for(lambda: len(self._children()) >= workers - 1, what="the workers")
+            time.sleep(1.0)
+
+    def _children(self) -> list[str]:
+        return Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+
+    def _port(self) -> str | None:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"twistd exited {self.process.returncode}:\n{self.log_path.read_text()}")
+        found = re.search(r"Site starting on (\d+)", self.log_path.read_text(errors="replace"))
+        return found.group(1) if found else None
+
+
+# --- load generators -------------------------------------------------------------------------
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["anthropic-version"] = "2023-06-01"
+wrk.headers["x-api-key"] = "bench"
+wrk.body = %s
+local errors = 0
+response = function(status, headers, body)
+  if status ~= 200 then errors = errors + 1 end
+end
+done = function(summary, latency, requests)
+  io.write(string.format('BENCH {"requests": %%d, "seconds": %%f, "p50_us": %%d, "p99_us": %%d, "errors": %%d, "socket_errors": %%d}\\n',
+    summary.requests, summary.duration / 1e6, latency:percentile(50), latency:percentile(99),
+    errors + summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+"""
+
+
+def wrk(workdir: Path, url: str, body: dict, connections: int, seconds: float, threads: int = 1) -> dict:
+    script = workdir / f"wrk-{abs(hash(json.dumps(body)))}.lua"
+    script.write_text(WRK_SCRIPT % _lua_string(json.dumps(body)))
+    argv = pinned(LOAD_CPU, ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "-s", str(script), url])
+    output = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    found = re.search(r"^BENCH (.*)$", output, re.M)
+    if found is None:
+        raise RuntimeError(f"wrk printed no summary:\n{output}")
+    result = json.loads(found.group(1))
+    result["rps"] = result["requests"] / result["seconds"]
+    if result["errors"] or result["socket_errors"]:
+        print(f"  warning: {url}: {result['errors']} bad statuses, {result['socket_errors']} socket errors", file=sys.stderr)
+    return result
+
+
+def _lua_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+async def _stream_once(host: str, port: int, path: str, body: bytes, headers: str) -> tuple[float, float, int]:
+    started = time.perf_counter()
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n{headers}"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+    )
+    first = await reader.read(1)
+    ttfb = time.perf_counter() - started
+    size = len(first)
+    tail = first
+    while chunk := await reader.read(65536):
+        size += len(chunk)
+        tail = (tail + chunk)[-7:]
+        if tail.endswith(b"\r\n0\r\n\r\n"):  # the last chunk of a chunked body
+            break
+    total = time.perf_counter() - started
+    writer.close()
+    return ttfb, total, size
+
+
+async def _streams(url: str, path: str, body: bytes, headers: str, concurrency: int, count: int) -> list[tuple[float, float, int]]:
+    host, port = url.removeprefix("http://").split(":")
+    results: list[tuple[float, float, int]] = []
+    remaining = count
+
+    async def client() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            results.append(await _stream_once(host, int(port), path, body, headers))
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return results
+
+
+def streams(url: str, path: str, body: dict, concurrency: int, count: int, anthropic: bool) -> dict:
+    headers = "anthropic-version: 2023-06-01\r\nx-api-key: bench\r\n" if anthropic else ""
+    os.sched_setaffinity(0, {int(LOAD_CPU)}) if hasattr(os, "sched_setaffinity") and os.cpu_count() > 1 else None
+    results = asyncio.run(_streams(url, path, json.dumps(body).encode(), headers, concurrency, count))
+    ttfb = sorted(r[0] for r in results)
+    total = sorted(r[1] for r in results)
+    return {
+        "ttfb_p50": _pct(ttfb, 50), "ttfb_p99": _pct(ttfb, 99),
+        "total_p50": _pct(total, 50), "total_p99": _pct(total, 99),
+        "bytes": statistics.median(r[2] for r in results),
+    }
+
+
+def _pct(values: list[float], p: float) -> float:
+    return values[min(len(values) - 1, int(len(values) * p / 100))]
+
+
+# --- translation CPU -----------------------------------------------------------------------------
+
+def translation_cpu(repeat: int = 200) -> dict:
+    """CPU of translating the captured 76 KB Claude Code request: first call and steady state."""
+    from gatewayd.translate import ModelProfile, SignatureMemory, prepare
+
+    body = json.loads(SEED.read_text())["body"]
+    raw = json.dumps(body).encode()
+    profile = ModelProfile("gemini-2.0-flash", max_tokens=8192)
+    memory = SignatureMemory()
+    started = time.process_time()
+    prepare(json.loads(raw), profile, memory)
+    first = time.process_time() - started
+    started = time.process_time()
+    for _ in range(repeat):
+        prepare(json.loads(raw), profile, memory)
+    steady = (time.process_time() - started) / repeat
+    started = time.process_time()
+    for _ in range(repeat):
+        json.loads(raw)
+    parse = (time.process_time() - started) / repeat
+    return {"bytes": len(raw), "tools": len(body.get("tools", [])), "first_ms": first * 1000,
+            "steady_ms": steady * 1000, "parse_ms": parse * 1000}
+
+
+# --- memory under backpressure and idle streams (--long) -------------------------------------------
+
+async def _slow_reader(url: str, seconds: float, rate: int, pid: int) -> dict:
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port), limit=16384)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(__import__("socket").SOL_SOCKET, __import__("socket").SO_RCVBUF, 65536)
+    body = json.dumps(dict(SMALL_REQUEST, stream=True)).encode()
+    writer.write(
+        f"POST /anything/v1/messages HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"anthropic-version: 2023-06-01\r\nx-api-key: bench\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+    )
+    received, samples = 0, []
+    started = time.monotonic()
+    while (elapsed := time.monotonic() - started) < seconds:
+        received += len(await reader.read(rate // 10))
+        samples.append(rss_mb(pid))
+        await asyncio.sleep(max(0.0, received / rate - (time.monotonic() - started)))
+    writer.close()
+    return {"received_mb": received / 1e6, "rss_first": samples[0], "rss_max": max(samples), "rss_last": samples[-1]}
+
+
+async def _idle_streams(url: str, count: int) -> list:
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps(dict(SMALL_REQUEST, stream=True)).encode()
+    head = (
+        f"POST /anything/v1/messages HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"anthropic-version: 2023-06-01\r\nx-api-key: bench\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+    )
+
+    async def one():
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(head)
+        await reader.readuntil(b"message_start")
+        return writer
+
+    writers = []
+    for start in range(0, count, 100):
+        writers += await asyncio.gather(*(one() for _ in range(min(100, count - start))))
+    return writers
+
+
+def long_measurements(workdir: Path, args: argparse.Namespace) -> list[tuple[str, str, str, str]]:
+    rows = []
+    chunk = 1000
+    big = Fake(workdir, "big-fake", "--chunks", str(50_000_000 // chunk), "--chunk-bytes", str(chunk))
+    gateway = Gateway(workdir, big, "slow")
+    try:
+        wrk(workdir, gateway.url + "/anything/v1/messages", SMALL_REQUEST, 1, 1)  # warm up
+        print(f"  slow reader: 50 MB answer read at 100 KB/s for {args.slow_seconds:.0f}s ...", file=sys.stderr)
+        slow = asyncio.run(_slow_reader(gateway.url, args.slow_seconds, 100_000, gateway.pid))
+        rows.append((
+            f"RSS, 50 MB stream read at 100 KB/s for {args.slow_seconds:.0f} s ({slow['received_mb']:.1f} MB read)",
+            "", f"{slow['rss_first']:.1f} → max {slow['rss_max']:.1f} → {slow['rss_last']:.1f} MB", "flat",
+        ))
+    finally:
+        gateway.stop()
+        big.stop()
+    held = Fake(workdir, "held-fake", "--chunks", "1", "--hold")
+    gateway = Gateway(workdir, held, "idle")
+    try:
+        wrk(workdir, gateway.url + "/anything/v1/messages", SMALL_REQUEST, 1, 1)
+        before = rss_mb(gateway.pid)
+
+        async def hold() -> float:
+            writers = await _idle_streams(gateway.url, args.idle_streams)
+            await asyncio.sleep(1)
+            after = rss_mb(gateway.pid)
+            for writer in writers:
+                writer.close()
+            return after
+
+        after = asyncio.run(hold())
+        per = (after - before) * 1024 / args.idle_streams
+        rows.append((f"memory per idle stream ({args.idle_streams} open)", "", f"{per:.0f} KB", "≤ 100 KB"))
+    finally:
+        gateway.stop()
+        held.stop()
+    return rows
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+def ms(seconds_or_us: float, us: bool = False) -> str:
+    return f"{seconds_or_us / 1000 if us else seconds_or_us * 1000:.2f} ms"
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=6.0, help="duration of each wrk run")
+    parser.add_argument("--long", action="store_true", help="also the slow-reader and idle-streams memory runs")
+    parser.add_argument("--slow-seconds", type=float, default=30.0)
+    parser.add_argument("--idle-streams", type=int, default=1000)
+    parser.add_argument("--no-workers", action="store_true", help="skip the 1 vs 2 workers comparison")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        raise SystemExit(
+            "bench: wrk is not installed; it is the load generator (apt-get install -y wrk, "
+            "or https://github.com/wg/wrk). Nothing was measured."
+        )
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    workdir = Path(tempfile.mkdtemp(prefix="gatewayd-bench-"))
+    rows: list[tuple[str, str, str, str]] = []
+    seconds = args.seconds
+    print(f"bench: working in {workdir}", file=sys.stderr)
+
+    cpu = translation_cpu()
+    rows.append((
+        f"translation CPU, captured Claude Code request ({cpu['bytes'] // 1000} KB, {cpu['tools']} tools)", "",
+        f"{cpu['steady_ms']:.2f} ms (first call {cpu['first_ms']:.2f} ms; JSON parse alone {cpu['parse_ms']:.2f} ms)",
+        "≤ 2 ms",
+    ))
+    fake = Fake(workdir, "fake")
+    gateway = Gateway(workdir, fake, "gateway")
+    direct_url = fake.url + MODEL_PATH + ":generateContent"
+    gateway_url = gateway.url + "/anything/v1/messages"
+    processes = [gateway, fake]
+    try:
+        rows.append(("gateway RSS after start", "", f"{rss_mb(gateway.pid):.1f} MB", ""))
+        wrk(workdir, gateway_url, SMALL_REQUEST, 4, 1)
+        rows.append(("gateway RSS idle (after first requests)", "", f"{rss_mb(gateway.pid):.1f} MB", "≤ 60 MB"))
+        print("  c=1 latency ...", file=sys.stderr)
+        direct = wrk(workdir, direct_url, GEMINI_REQUEST, 1, seconds)
+        through = wrk(workdir, gateway_url, SMALL_REQUEST, 1, seconds)
+        for p, target in (("p50", "≤ +1 ms"), ("p99", "≤ +3 ms")):
+            d, g = direct[f"{p}_us"], through[f"{p}_us"]
+            rows.append((f"non-streaming latency {p}, c=1", ms(d, True), f"{ms(g, True)} (+{ms(g - d, True)})", target))
+        print("  c=64 throughput, gateway on one core ...", file=sys.stderr)
+        direct = wrk(workdir, direct_url, GEMINI_REQUEST, 64, seconds)
+        through = wrk(workdir, gateway_url, SMALL_REQUEST, 64, seconds)
+        rows.append(("throughput c=64, gateway pinned to one core", f"{direct['rps']:.0f} req/s",
+                     f"{through['rps']:.0f} req/s (p50 {ms(through['p50_us'], True)})", "> 1,000 req/s"))
+        print("  streams c=16 ...", file=sys.stderr)
+        count = 800
+        sd = streams(fake.url, MODEL_PATH + ":streamGenerateContent?alt=sse", GEMINI_REQUEST, 16, count, False)
+        sg = streams(gateway.url, "/anything/v1/messages", dict(SMALL_REQUEST, stream=True), 16, count, True)
+        os.sched_setaffinity(0, set(range(os.cpu_count())))
+        rows.append(("stream (200 chunks) TTFB p50, c=16", ms(sd["ttfb_p50"]),
+                     f"{ms(sg['ttfb_p50'])} (+{ms(sg['ttfb_p50'] - sd['ttfb_p50'])})", "≤ +2 ms"))
+        rows.append(("stream (200 chunks) total p50, c=16", ms(sd["total_p50"]),
+                     f"{ms(sg['total_p50'])} (+{ms(sg['total_p50'] - sd['total_p50'])})", ""))
+        rows.append(("gateway RSS after load", "", f"{rss_mb(gateway.pid):.1f} MB", ""))
+        records = sum(1 for _ in open(gateway.file_log, "rb"))
+        rows.append(("file-log records written", "", f"{records}", "one per request"))
+        gateway.stop()
+        if not args.no_workers:
+            print("  1 vs 2 workers ...", file=sys.stderr)
+            rates = {}
+            for workers in (1, 2):
+                each = Gateway(workdir, fake, f"workers{workers}", cpu=None, workers=workers)
+                processes.append(each)
+                wrk(workdir, each.url + "/anything/v1/messages", SMALL_REQUEST, 64, 1)
+                rates[workers] = wrk(workdir, each.url + "/anything/v1/messages", SMALL_REQUEST, 64, seconds)["rps"]
+                each.stop()
+            rows.append(("throughput c=64, 1 worker → 2 workers (unpinned)", "",
+                         f"{rates[1]:.0f} → {rates[2]:.0f} req/s ({rates[2] / rates[1]:.2f}x)", "≥ 1.7x"))
+    finally:
+        for process in processes:
+            process.stop()
+    if args.long:
+        rows += long_measurements(workdir, args)
+    else:
+        rows.append(("slow reader / idle streams memory", "", "not run (add --long)", ""))
+    rows.append(("LiteLLM on the same fake", "", "not run (not installed by this bench)", ""))
+    print_table(rows)
+
+
+def print_table(rows: list[tuple[str, str, str, str]]) -> None:
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    model = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                  if l.startswith("model name")), machine)
+    print(f"\n{datetime.date.today().isoformat()} on {model} ({os.cpu_count()} CPUs), Python {platform.python_version()}\n")
+    print("| measurement | direct to the fake | through gatewayd | target |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main(sys.argv[1:])

@@ -1,0 +1,77 @@
+"""A client that reads slowly pauses the upstream: SSEBridge wires the upstream
+transport in as the producer of the client's response.
+
+The client side is a real twisted.web Request on an HTTPChannel over a
+StringTransport; when that transport's buffer fills, Twisted calls
+``pauseProducing`` on the channel, which must reach the upstream transport.
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.web.client import ResponseDone
+from twisted.web.http import HTTPChannel
+from twisted.python.failure import Failure
+from twisted.web.server import Request, Site
+from twisted.web.resource import Resource
+
+from gatewayd.stream import SSEBridge
+from gatewayd.translate import ModelProfile, StreamTranslator, prepare
+
+CHUNK = {
+    "candidates": [{"content": {"role": "model", "parts": [{"text": "x" * 100}]}, "index": 0}],
+    "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 1, "totalTokenCount": 6},
+}
+LAST = {
+    "candidates": [{"content": {"role": "model", "parts": []}, "finishReason": "STOP", "index": 0}],
+    "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 1, "totalTokenCount": 6},
+}
+
+
+def sse(chunk: dict) -> bytes:
+    return b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n"
+
+
+def streaming_pair() -> tuple[StringTransport, StringTransport, SSEBridge]:
+    """A client request being answered by a bridge reading an upstream transport."""
+    client = StringTransport()
+    channel = HTTPChannel()
+    channel.site = Site(Resource())
+    channel.makeConnection(client)
+    request = Request(channel)
+    request.method, request.uri, request.clientproto = b"POST", b"/v1/messages", b"HTTP/1.1"
+    channel.requests.append(request)
+    body = {"model": "m", "max_tokens": 10, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    prepared = prepare(body, ModelProfile("gemini-2.0-flash"))
+    bridge = SSEBridge(request, StreamTranslator(prepared, message_id="msg_1", model="m"), Clock())
+    upstream = StringTransport()
+    bridge.makeConnection(upstream)
+    return client, upstream, bridge
+
+
+def test_full_client_buffer_pauses_upstream() -> None:
+    client, upstream, bridge = streaming_pair()
+    bridge.dataReceived(sse(CHUNK))
+    assert b"message_start" in client.value()
+    assert upstream.producerState == "producing"
+
+    # The client's socket buffer is full: the reactor pauses the transport's producer.
+    client.producer.pauseProducing()
+    assert upstream.producerState == "paused"
+
+    client.producer.resumeProducing()
+    assert upstream.producerState == "producing"
+
+
+def test_finished_stream_lets_go_of_the_upstream() -> None:
+    client, upstream, bridge = streaming_pair()
+    bridge.dataReceived(sse(CHUNK) + sse(LAST))
+    bridge.connectionLost(Failure(ResponseDone()))
+    assert b"message_stop" in client.value()
+    assert bridge.done.called
+    # Pausing the client now must not touch the upstream any more.
+    client.producer.pauseProducing()
+    assert upstream.producerState == "producing"

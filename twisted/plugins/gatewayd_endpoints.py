@@ -1,0 +1,5 @@
+"""The ``adopt:`` endpoint: gatewayd's workers serve a listening socket they inherited."""
+
+from gatewayd.workers import AdoptedPortParser
+
+adopt = AdoptedPortParser()
