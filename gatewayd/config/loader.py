@@ -1,179 +1,22 @@
-"""Kong declarative (decK) configuration, read into frozen values.
-
-gatewayd is configured with the same state files a Kong AI Gateway user feeds to
-``deck gateway apply``: ``_format_version: "3.0"`` plus ``services``, ``routes`` and
-``plugins``.  A directory is read like successive applies of its files in name
-order: a later service or route of the same name replaces the earlier one, a
-later plugin with the same name and scope replaces the earlier one.
-
-``${{ env "DECK_NAME" }}`` is expanded as decK does (only ``DECK_`` names, an unset
-one is an error), with one deliberate difference: the value is inserted into the
-parsed YAML value rather than into the file text, so a multi-line, quote-laden
-service-account JSON inside ``"..."`` arrives byte for byte, and YAML errors never
-print it.
-"""
+"""Reading decK state files and applying them, in order, like ``deck gateway apply``."""
 
 from __future__ import annotations
 
-import math
 import re
-import secrets as _secrets
 import uuid
-from decimal import Decimal
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-from attrs import evolve, field, frozen
+from attrs import evolve
 
 from gatewayd.plugin_schemas import PLUGIN_SCHEMAS, SchemaError
 
-__all__ = ["Config", "ConfigError", "Consumer", "KeyCredential", "Plugin", "Route", "Service",
-           "load_config"]
-
-
-class ConfigError(Exception):
-    """A state file gatewayd (or Kong) would refuse.
-
-    ``str()`` reads ``<file>: <entity>: <field>: <problem>`` and never holds the
-    value of an environment variable the file expanded.
-    """
-
-    def __init__(self, file: str, message: str, *, entity: str | None = None,
-                 field: str | None = None) -> None:
-        self.file = file
-        self.entity = entity
-        self.field = field
-        self.message = message
-        super().__init__(": ".join(part for part in (file, entity, field, message) if part))
-
-
-_DEFAULT_PORTS = {"https": 443, "grpcs": 443, "wss": 443, "tls": 443}
-
-
-@frozen
-class Service:
-    """A Kong Gateway Service: where matching requests go (the AI plugins may override it)."""
-
-    name: str
-    host: str
-    protocol: str = "http"
-    port: int = 80
-    path: str | None = None
-    retries: int = 5
-    connect_timeout: int = 60000
-    write_timeout: int = 60000
-    read_timeout: int = 60000
-    enabled: bool = True
-    tls_verify: bool | None = None
-    tls_verify_depth: int | None = None
-    tags: tuple[str, ...] = ()
-    id: str | None = None
-    source: str = ""
-
-    @property
-    def url(self) -> str:
-        port = "" if _DEFAULT_PORTS.get(self.protocol, 80) == self.port else f":{self.port}"
-        return f"{self.protocol}://{self.host}{port}{self.path or ''}"
-
-
-@frozen
-class Route:
-    """A Kong Route: which requests reach a service; ``paths`` match by prefix."""
-
-    name: str
-    paths: tuple[str, ...] = ()
-    methods: tuple[str, ...] | None = None
-    strip_path: bool = True
-    service: str | None = None
-    preserve_host: bool = False
-    protocols: tuple[str, ...] = ("http", "https")
-    hosts: tuple[str, ...] | None = None
-    headers: Mapping[str, tuple[str, ...]] | None = field(default=None, hash=False)
-    regex_priority: int = 0
-    path_handling: str = "v0"
-    https_redirect_status_code: int = 426
-    request_buffering: bool = True
-    response_buffering: bool = True
-    tags: tuple[str, ...] = ()
-    id: str | None = None
-    source: str = ""
-
-
-@frozen
-class Plugin:
-    """A configured plugin; ``config`` is Kong-validated with every default filled in."""
-
-    name: str
-    id: str
-    enabled: bool
-    config: Mapping[str, Any] = field(hash=False)
-    service: str | None = None
-    route: str | None = None
-    protocols: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-    instance_name: str | None = None
-    source: str = ""
-
-
-@frozen
-class KeyCredential:
-    """A key-auth credential; ``repr`` never shows the key."""
-
-    key: str = field(repr=False)
-    id: str
-    tags: tuple[str, ...] = ()
-
-
-@frozen
-class Consumer:
-    """A Kong Consumer: who a request comes from, once key-auth has found its key."""
-
-    id: str
-    username: str | None = None
-    custom_id: str | None = None
-    tags: tuple[str, ...] = ()
-    keyauth_credentials: tuple[KeyCredential, ...] = ()
-    source: str = ""
-
-    @property
-    def name(self) -> str:
-        """What decK keys a consumer by: its username, else its custom_id."""
-        return self.username or self.custom_id or self.id
-
-
-@frozen
-class Config:
-    """One consistent snapshot of the gateway's entities; a reload builds a new one."""
-
-    services: Mapping[str, Service] = field(hash=False)
-    routes: tuple[Route, ...]
-    plugins: tuple[Plugin, ...]
-    sources: tuple[str, ...]
-    files: Mapping[str, Mapping[str, Any]] = field(hash=False, factory=dict)
-    """Per source file: its ``_format_version`` and, if given, ``_transform`` and ``_info``."""
-    consumers: Mapping[str, Consumer] = field(hash=False, factory=dict)
-    """By name (username, else custom_id), as decK matches them across files."""
-
-    def plugins_for(self, route: Route) -> Mapping[str, Plugin]:
-        """The enabled plugins that run for ``route``, one per name, Kong's precedence:
-        route and service > route > service > global."""
-        best: dict[str, tuple[int, Plugin]] = {}
-        for plugin in self.plugins:
-            if not plugin.enabled:
-                continue
-            if plugin.route is not None and plugin.route != route.name:
-                continue
-            if plugin.service is not None and plugin.service != route.service:
-                continue
-            rank = 2 * (plugin.route is not None) + (plugin.service is not None)
-            held = best.get(plugin.name)
-            if held is None or rank > held[0]:
-                best[plugin.name] = (rank, plugin)
-        return MappingProxyType({name: best[name][1] for name in sorted(best)})
+from .entities import DEFAULT_PORTS, Config, Consumer, KeyCredential, Plugin, Route, Service
+from .errors import ConfigError
+from .templates import kind_of, load_yaml, redacted
 
 
 def load_config(path: str, environ: Mapping[str, str]) -> Config:
@@ -181,11 +24,11 @@ def load_config(path: str, environ: Mapping[str, str]) -> Config:
     state = _State()
     for file in _state_files(path):
         text = _read_text(file)
-        document, secrets = _load_yaml(text, environ, file)
+        document, secrets = load_yaml(text, environ, file)
         try:
             _apply_file(state, file, document)
         except ConfigError as error:
-            raise _redacted(error, secrets) from None
+            raise redacted(error, secrets) from None
     return state.freeze()
 
 
@@ -208,242 +51,6 @@ def _read_text(file: str) -> str:
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(file, f"cannot read: {error}") from None
 
-
-def _redacted(error: ConfigError, secrets: Mapping[str, str]) -> ConfigError:
-    """Belt and braces: an expanded value that reached a message is put back as its template."""
-    parts = [error.entity, error.field, error.message]
-    for value, template in sorted(secrets.items(), key=lambda item: -len(item[0])):
-        if len(value) >= 6:
-            parts = [part.replace(value, template) if part else part for part in parts]
-    return ConfigError(error.file, parts[2] or "", entity=parts[0], field=parts[1])
-
-
-# --- decK templates and YAML ----------------------------------------------------------------
-#
-# decK renders each file with Go's text/template, delimiters ${{ }}, before parsing it
-# (go-database-reconciler, pkg/file/template.go): env "NAME" reads NAME, which must start
-# with DECK_ and be set; toBool/toInt/toFloat convert; indent N pads continuation lines;
-# lines whose first non-blank character is "#" are left alone.  Here each expression
-# becomes a placeholder, the YAML is parsed, and the placeholders are swapped for the
-# values: a plain scalar that is exactly one expression is typed from the value as YAML
-# would type it after decK's text substitution (8192 -> int, true -> bool), anything
-# else is the value verbatim, whatever the quoting around it.
-
-_EXPRESSION = re.compile(r"\$\{\{(.*?)\}\}")
-_ACTION = re.compile(r'''env\s+(?:"([^"\\]*)"|`([^`]*)`)((?:\s*\|\s*(?:toBool|toInt|toFloat|indent\s+\d+))*)''')
-_PIPE = re.compile(r"\|\s*(toBool|toInt|toFloat|indent)\s*(\d+)?")
-_GO_BOOLS = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
-             "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
-
-
-@frozen
-class _Expansion:
-    template: str
-    text: str
-    block_text: str
-    """The value in a block scalar (| or >), where decK's indent padding is consumed."""
-
-
-def _load_yaml(text: str, environ: Mapping[str, str], file: str) -> tuple[Any, dict[str, str]]:
-    """Parse one state file with its ${{ env }} expressions expanded; also return the
-    expanded values (value -> template) so no message can show them."""
-    nonce = _secrets.token_hex(6)
-    while nonce in text:
-        nonce = _secrets.token_hex(6)
-    marker = f"gwdeckenv{nonce}"
-    expansions: dict[str, _Expansion] = {}
-    rendered = _render(text, environ, file, marker, expansions)
-    shown = {placeholder: expansion.template for placeholder, expansion in expansions.items()}
-    loader = _Loader(rendered, {p: e.text for p, e in expansions.items()})
-    try:
-        node = loader.get_single_node()
-        if node is not None:
-            _substitute(node, marker, expansions, set())
-        document = loader.construct_document(node) if node is not None else None
-    except yaml.MarkedYAMLError as error:
-        raise ConfigError(file, _yaml_message(error, rendered, marker, shown)) from None
-    except yaml.YAMLError as error:
-        raise ConfigError(file, f"invalid YAML: {_unmark(str(error), shown)}") from None
-    finally:
-        loader.dispose()
-    values = {}
-    for expansion in expansions.values():
-        values[expansion.text] = values[expansion.block_text] = expansion.template
-    return document, values
-
-
-def _render(text: str, environ: Mapping[str, str], file: str, marker: str,
-            expansions: dict[str, _Expansion]) -> str:
-    out: list[str] = []
-    trim_next = False
-    for number, line in enumerate(text.splitlines(keepends=True), start=1):
-        if line.lstrip().startswith("#"):
-            out.append(line)
-            continue
-        position = 0
-        for match in _EXPRESSION.finditer(line):
-            literal = line[position:match.start()]
-            out.append(literal.lstrip() if trim_next else literal)
-            body = match.group(1)
-            if body.startswith("- "):
-                _trim_tail(out)
-                body = body[2:]
-            trim_next = body.endswith(" -")
-            if trim_next:
-                body = body[:-2]
-            placeholder = f"{marker}x{len(expansions)}x"
-            expansions[placeholder] = _expand(body, match.group(0), environ, file, number)
-            out.append(placeholder)
-            position = match.end()
-        rest = line[position:]
-        if "${{" in rest:
-            raise ConfigError(file, f"line {number}: unclosed ${{{{ (a template expression "
-                                    f"ends with }}}} on the same line)")
-        if trim_next and rest.strip() == "":
-            out.append("")
-            continue
-        out.append(rest.lstrip() if trim_next else rest)
-        trim_next = False
-    return "".join(out)
-
-
-def _trim_tail(out: list[str]) -> None:
-    while out:
-        out[-1] = out[-1].rstrip()
-        if out[-1]:
-            return
-        out.pop()
-
-
-def _expand(body: str, template: str, environ: Mapping[str, str], file: str,
-            line: int) -> _Expansion:
-    match = _ACTION.fullmatch(body.strip())
-    if match is None:
-        raise ConfigError(file, f"line {line}: unsupported template expression {template} "
-                                f'(gatewayd expands env "DECK_NAME", optionally piped to '
-                                f"toBool, toInt, toFloat or indent N)")
-    name = match.group(1) if match.group(1) is not None else match.group(2)
-    if not name.startswith("DECK_"):
-        raise ConfigError(file, f"line {line}: environment variables in the state file must be "
-                                f"prefixed with 'DECK_', found: '{name}'")
-    if name not in environ:
-        raise ConfigError(file, f"line {line}: environment variable '{name}' present in state "
-                                f"file but not set")
-    pipes = _PIPE.findall(match.group(3))
-    return _Expansion(template=template,
-                      text=_pipeline(environ[name], pipes, name, file, line, indent=True),
-                      block_text=_pipeline(environ[name], pipes, name, file, line, indent=False))
-
-
-def _pipeline(value: Any, pipes: list[tuple[str, str]], name: str, file: str, line: int,
-              *, indent: bool) -> str:
-    for function, argument in pipes:
-        if not isinstance(value, str):
-            raise ConfigError(file, f"line {line}: {function} needs a string, got {_kind(value)}")
-        try:
-            if function == "toBool":
-                value = _GO_BOOLS[value]
-            elif function == "toInt":
-                if not re.fullmatch(r"[+-]?\d+", value):
-                    raise ValueError
-                value = int(value)
-            elif function == "toFloat":
-                value = float(value)
-            elif not argument:
-                raise ConfigError(file, f"line {line}: indent needs a number of spaces")
-            elif indent:
-                value = value.replace("\n", "\n" + " " * int(argument))
-        except (KeyError, ValueError):
-            raise ConfigError(file, f"line {line}: the value of {name} cannot be read by "
-                                    f"{function}") from None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return _go_float(value)
-    return str(value)
-
-
-def _go_float(value: float) -> str:
-    """A float as Go's text/template prints it (%v: shortest, exponent past 1e21)."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == 0:
-        return "-0" if math.copysign(1, value) < 0 else "0"
-    exact = Decimal(repr(value)).normalize()
-    exponent = exact.adjusted()
-    if -4 <= exponent < 21:
-        return format(exact, "f")
-    sign, digits, _ = exact.as_tuple()
-    mantissa = str(digits[0]) + ("." + "".join(map(str, digits[1:])) if len(digits) > 1 else "")
-    return f"{'-' if sign else ''}{mantissa}e{'+' if exponent >= 0 else '-'}{abs(exponent):02d}"
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that types a plain scalar holding one placeholder by the value it stands for."""
-
-    def __init__(self, stream: str, exact: Mapping[str, str]) -> None:
-        super().__init__(stream)
-        self._exact = exact
-
-    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
-        if kind is yaml.ScalarNode and implicit and implicit[0] and value in self._exact:
-            text = self._exact[value]
-            if "\n" in text or "\r" in text:
-                return self.DEFAULT_SCALAR_TAG
-            return super().resolve(kind, text, implicit)
-        return super().resolve(kind, value, implicit)
-
-
-def _substitute(node: yaml.Node, marker: str, expansions: Mapping[str, _Expansion],
-                seen: set[int]) -> None:
-    if id(node) in seen:
-        return
-    seen.add(id(node))
-    if isinstance(node, yaml.ScalarNode):
-        if marker in node.value:
-            block = node.style in ("|", ">")
-            value = re.sub(
-                re.escape(marker) + r"x\d+x",
-                lambda m: expansions[m.group(0)].block_text if block else expansions[m.group(0)].text,
-                node.value)
-            if block:
-                # Chomping ran on the placeholder; decK's YAML would run it on the value.
-                value = value.rstrip("\n") + ("\n" if node.value.endswith("\n") else "")
-            node.value = value
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _substitute(item, marker, expansions, seen)
-    elif isinstance(node, yaml.MappingNode):
-        for key, item in node.value:
-            _substitute(key, marker, expansions, seen)
-            _substitute(item, marker, expansions, seen)
-
-
-def _yaml_message(error: yaml.MarkedYAMLError, rendered: str, marker: str,
-                  shown: Mapping[str, str]) -> str:
-    """Where and what, without the snippet PyYAML prints (it could hold an expanded line)."""
-    mark = error.problem_mark or error.context_mark
-    where = ""
-    if mark is not None:
-        where = f"line {mark.line + 1}"
-        lines = rendered.splitlines()
-        line = lines[mark.line] if mark.line < len(lines) else ""
-        if marker not in line[:mark.column]:
-            where += f", column {mark.column + 1}"
-        where += ": "
-    parts = [part for part in (error.context, error.problem) if part]
-    return f"invalid YAML at {where}{_unmark('; '.join(parts), shown)}"
-
-
-def _unmark(message: str, shown: Mapping[str, str]) -> str:
-    for placeholder, template in shown.items():
-        message = message.replace(placeholder, template)
-    return message
-
-
-# --- applying one file ----------------------------------------------------------------------
 
 _DECK_KEYS_UNSUPPORTED = (
     "_workspace", "_konnect", "_plugin_configs", "consumer_groups", "upstreams",
@@ -497,7 +104,7 @@ def _apply_file(state: _State, file: str, document: Any) -> None:
     if document is None:
         document = {}
     if not isinstance(document, dict):
-        raise ConfigError(file, f"a state file is a mapping, got {_kind(document)}")
+        raise ConfigError(file, f"a state file is a mapping, got {kind_of(document)}")
     meta = _file_meta(file, document)
     for key in document:
         if key in _TOP_LEVEL:
@@ -544,13 +151,13 @@ def _file_meta(file: str, document: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(file, 'required: decK state files start with _format_version: "3.0"',
                           field="_format_version")
     if version != "3.0":
-        shown = repr(version) if isinstance(version, str) else f"{version!r} (a {_kind(version)})"
+        shown = repr(version) if isinstance(version, str) else f"{version!r} (a {kind_of(version)})"
         raise ConfigError(file, f'gatewayd reads Kong 3.x state: expected the string "3.0", '
                                 f'got {shown}', field="_format_version")
     meta: dict[str, Any] = {"_format_version": version}
     if "_transform" in document:
         if not isinstance(document["_transform"], bool):
-            raise ConfigError(file, f"expected a boolean, got {_kind(document['_transform'])}",
+            raise ConfigError(file, f"expected a boolean, got {kind_of(document['_transform'])}",
                               field="_transform")
         meta["_transform"] = document["_transform"]
     if "_info" in document:
@@ -562,7 +169,7 @@ def _info(file: str, info: Any) -> dict[str, Any]:
     if info is None:
         return {}
     if not isinstance(info, dict):
-        raise ConfigError(file, f"expected a mapping, got {_kind(info)}", field="_info")
+        raise ConfigError(file, f"expected a mapping, got {kind_of(info)}", field="_info")
     for key in info:
         if key not in _INFO_KEYS:
             raise ConfigError(file, "unknown field", field=f"_info.{key}")
@@ -570,12 +177,12 @@ def _info(file: str, info: Any) -> dict[str, Any]:
         raise ConfigError(file, "expected a list of non-empty strings", field="_info.select_tags")
     defaults = info.get("defaults") or {}
     if not isinstance(defaults, dict):
-        raise ConfigError(file, f"expected a mapping, got {_kind(defaults)}", field="_info.defaults")
+        raise ConfigError(file, f"expected a mapping, got {kind_of(defaults)}", field="_info.defaults")
     for key, value in defaults.items():
         if key not in _INFO_DEFAULTS_KEYS:
             raise ConfigError(file, "unknown field", field=f"_info.defaults.{key}")
         if not isinstance(value, dict):
-            raise ConfigError(file, f"expected a mapping, got {_kind(value)}",
+            raise ConfigError(file, f"expected a mapping, got {kind_of(value)}",
                               field=f"_info.defaults.{key}")
     return dict(info)
 
@@ -585,13 +192,8 @@ def _entity_list(current: _File, document: dict[str, Any], key: str) -> list[Any
     if value is None:
         return []
     if not isinstance(value, list):
-        raise current.error(None, f"expected a list, got {_kind(value)}", key)
+        raise current.error(None, f"expected a list, got {kind_of(value)}", key)
     return value
-
-
-def _kind(value: Any) -> str:
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
-            dict: "mapping", type(None): "null"}.get(type(value), type(value).__name__)
 
 
 class _Fields:
@@ -600,7 +202,7 @@ class _Fields:
     def __init__(self, current: _File, raw: Any, entity: str, known: Iterable[str],
                  unsupported: Iterable[str] = ()) -> None:
         if not isinstance(raw, dict):
-            raise current.error(entity, f"expected a mapping, got {_kind(raw)}")
+            raise current.error(entity, f"expected a mapping, got {kind_of(raw)}")
         self.current, self.raw = current, raw
         name = raw.get("name")
         self.entity = f"{entity} ({name})" if isinstance(name, str) else entity
@@ -620,7 +222,7 @@ class _Fields:
             return default
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             wanted = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-            raise self.error(key, f"expected {_KIND_WORDS.get(wanted, wanted)}, got {_kind(value)}")
+            raise self.error(key, f"expected {_KIND_WORDS.get(wanted, wanted)}, got {kind_of(value)}")
         return value
 
     def integer(self, key: str, default: int | None, low: int, high: int) -> int | None:
@@ -643,10 +245,10 @@ class _Fields:
         if value is None:
             return None
         if not isinstance(value, list):
-            raise self.error(key, f"expected a list of strings, got {_kind(value)}")
+            raise self.error(key, f"expected a list of strings, got {kind_of(value)}")
         for index, item in enumerate(value):
             if not isinstance(item, str) or not item:
-                raise self.error(f"{key}[{index}]", f"expected a non-empty string, got {_kind(item)}")
+                raise self.error(f"{key}[{index}]", f"expected a non-empty string, got {kind_of(item)}")
         return tuple(dict.fromkeys(value))
 
     def tags(self) -> tuple[str, ...]:
@@ -742,7 +344,7 @@ def _service_location(fields: _Fields) -> tuple[str, str, int, str | None]:
     host = fields.get("host", str)
     if not host:
         raise fields.error("host", "required field missing (give url, or protocol/host/port/path)")
-    port = fields.integer("port", _DEFAULT_PORTS.get(protocol, 80), 0, 65535)
+    port = fields.integer("port", DEFAULT_PORTS.get(protocol, 80), 0, 65535)
     assert port is not None
     path = fields.get("path", str)
     if path is not None and not path.startswith("/"):
@@ -763,7 +365,7 @@ def _parse_url(fields: _Fields, url: str) -> tuple[str, str, int, str | None]:
     except ValueError:
         raise fields.error("url", f"invalid port in {url!r}") from None
     if port is None:
-        port = _DEFAULT_PORTS.get(protocol, 80)
+        port = DEFAULT_PORTS.get(protocol, 80)
     return protocol, parts.hostname, port, parts.path or None
 
 
@@ -941,7 +543,7 @@ def _add_consumer(current: _File, raw: Any, entity: str) -> None:
     for index, item in enumerate(fields.get("keyauth_credentials", list, [])):
         where = f"keyauth_credentials[{index}]"
         if not isinstance(item, dict):
-            raise fields.error(where, f"expected a mapping, got {_kind(item)}")
+            raise fields.error(where, f"expected a mapping, got {kind_of(item)}")
         for key in item:
             if key not in _CREDENTIAL_FIELDS:
                 raise fields.error(f"{where}.{key}", "unknown field")
