@@ -13,7 +13,7 @@ import math
 import secrets
 import string
 import tempfile
-from typing import IO, Any, Awaitable, Callable, Mapping
+from typing import IO, Any, Awaitable, Callable, Mapping, NoReturn
 
 from attrs import define, frozen
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
@@ -101,7 +101,7 @@ class AIProxy:
             if prepared.stream:
                 await self._stream(request, exchange, index, target, prepared, response, started)
                 return
-            raw = await self._read(response, exchange)
+            raw = await self._read(request, response, exchange)
             self._check(response, raw)
             data = json.loads(raw)
             message = message_from_gemini(
@@ -125,7 +125,7 @@ class AIProxy:
                 raise errors.invalid_request(str(error)) from None
             self._note_attempt(exchange, target, "count", None)
             response = await self._call(request, exchange, target, "count", gemini_body)
-            raw = await self._read(response, exchange)
+            raw = await self._read(request, response, exchange)
             self._check(response, raw)
             self.balancer.finished(index)
             _respond_json(request, 200, count_tokens_from_gemini(json.loads(raw)))
@@ -187,6 +187,8 @@ class AIProxy:
     ) -> IResponse:
         headers = {"Content-Type": "application/json", "User-Agent": "gatewayd/0.1"}
         headers.update(await self._credentials(target))
+        if exchange.client_gone:
+            raise _ClientGone()
         if exchange.proxy_started is None:
             exchange.proxy_started = self.reactor.seconds()
         pending: Deferred[IResponse] = self.client.post(
@@ -196,18 +198,26 @@ class AIProxy:
             unbuffered=True,
         )
         # The body goes to the kernel in one write, so the time it may take to
-        # leave is part of the wait for the answer's first byte.
-        pending.addTimeout(self.settings.write_timeout + self.settings.read_timeout, self.reactor)
+        # leave is part of the wait for the answer's first byte.  Cancelling
+        # Agent's Deferred fails it with whatever the connection was doing
+        # (ResponseNeverReceived, ConnectingCancelledError), not CancelledError,
+        # so the outcome comes from why it was cancelled: the timeout, or the
+        # client leaving (``exchange.client_gone``, set by the router's errback).
+        pending.addTimeout(
+            self.settings.write_timeout + self.settings.read_timeout,
+            self.reactor,
+            onTimeoutCancel=_answer_timed_out,
+        )
         request.notifyFinish().addErrback(lambda _: pending.cancel())
         try:
             response = await pending
-        except TimeoutError:
+        except _AnswerTimedOut:
             raise _Failed("timeout", errors.upstream_timeout(target.host, "answer")) from None
-        except CancelledError:
-            raise _ClientGone() from None
-        except ConnectingTimeout:
-            raise _Failed("timeout", errors.upstream_timeout(target.host, "connect")) from None
         except Exception as error:
+            if exchange.client_gone:
+                raise _ClientGone() from None
+            if isinstance(error, ConnectingTimeout):
+                raise _Failed("timeout", errors.upstream_timeout(target.host, "connect")) from None
             self.log.warn(
                 "upstream call to {host} failed: {error}", host=target.host, error=repr(error)
             )
@@ -231,14 +241,18 @@ class AIProxy:
             ) from None
         return {"Authorization": f"Bearer {token}"}
 
-    async def _read(self, response: IResponse, exchange: Exchange) -> bytes:
+    async def _read(self, request: Request, response: IResponse, exchange: Exchange) -> bytes:
         reading: Deferred[bytes] = treq.content(response)
         reading.addTimeout(self.settings.read_timeout, self.reactor)
+        request.notifyFinish().addErrback(lambda _: reading.cancel())
         try:
             raw = await reading
         except TimeoutError:
             _stop_reading(response)
             raise _Failed("timeout", errors.upstream_timeout("the upstream", "body")) from None
+        except CancelledError:
+            _stop_reading(response)
+            raise _ClientGone() from None
         exchange.proxy_finished = self.reactor.seconds()
         return raw
 
@@ -261,7 +275,10 @@ class AIProxy:
         started: float,
     ) -> None:
         if response.code != 200:
-            self._check(response, await self._read(response, exchange))
+            self._check(response, await self._read(request, response, exchange))
+        if exchange.client_gone:
+            _stop_reading(response)
+            raise _ClientGone()
         translator = StreamTranslator(
             prepared, message_id=message_id(), model=target.model, memory=self.signatures
         )
@@ -373,6 +390,14 @@ class _Failed(Exception):
 
     outcome: str
     error: errors.APIError
+
+
+class _AnswerTimedOut(Exception):
+    """No answer from the upstream within write_timeout + read_timeout."""
+
+
+def _answer_timed_out(result: object, timeout: float) -> NoReturn:
+    raise _AnswerTimedOut(timeout)
 
 
 def _stop_reading(response: IResponse) -> None:
