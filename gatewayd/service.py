@@ -17,9 +17,11 @@ from twisted.internet.defer import Deferred, TimeoutError, succeed
 from twisted.application import service as application
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
+from twisted.internet.interfaces import IDelayedCall
 from twisted.web.client import HTTPConnectionPool
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 from treq.client import HTTPClient
 
 from gatewayd.config import Config, Plugin, Route, Service
@@ -39,7 +41,16 @@ from gatewayd.providers.auth import (
 )
 from gatewayd.providers.gemini import Target, target_from_config
 from gatewayd.balancer import Balancer, BalancerConfig, Candidate, UnsupportedBalancer
-from gatewayd.proxy import MAX_BODY, AIProxy, BoundedContent, NotFound, body_size, messages_tree
+from gatewayd import errors
+from gatewayd.proxy import (
+    MAX_BODY,
+    AIProxy,
+    BoundedContent,
+    NotFound,
+    body_size,
+    messages_tree,
+    respond_error,
+)
 from gatewayd.routing import RouteTable
 from gatewayd.translate import SignatureMemory
 from gatewayd.upstream import DEFAULT_POOL_SIZE, UpstreamClient, connection_pool
@@ -47,6 +58,8 @@ from gatewayd.upstream import DEFAULT_POOL_SIZE, UpstreamClient, connection_pool
 NO_ROUTE = b'{"message":"no Route matched with those values"}'
 #: Seconds a client may stay silent while sending its request's headers or body.
 CLIENT_IDLE_TIMEOUT = 60
+#: Seconds a client may take to send one whole request (headers and body), however steadily.
+REQUEST_READ_TIMEOUT = 300.0
 
 #: Seconds the requests cut at the end of the grace period get to write their log records.
 CUT_REQUESTS_SETTLE = 5.0
@@ -351,6 +364,20 @@ class NoRoute(Resource):
         return NO_ROUTE
 
 
+class RequestTimeout(Resource):
+    """The answer to a request the client did not finish sending in time (see GatewayChannel)."""
+
+    isLeaf = True
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def render(self, request: Request) -> object:
+        respond_error(request, read_timeout_error(self.seconds))
+        return NOT_DONE_YET
+
+
 class UpstreamNotImplemented(Resource):
     """A route with no AI plugin: plain proxying to its service is not built yet."""
 
@@ -362,16 +389,77 @@ class UpstreamNotImplemented(Resource):
         return b'{"message":"this route has no ai-proxy-advanced plugin; gatewayd proxies only LLM traffic"}'
 
 
+def read_timeout_error(seconds: float) -> errors.APIError:
+    return errors.APIError(
+        408, "timeout_error", f"the request was not received within {seconds:g} seconds"
+    )
+
+
+class GatewayChannel(HTTPChannel):
+    """An ``HTTPChannel`` with an overall deadline for reading each request.
+
+    Twisted's idle timeout resets on every byte, so a client trickling its
+    body a byte at a time would hold its connection forever.  From the first
+    byte of a request, ``factory.request_read_timeout`` seconds later what was
+    not read is given up: a request whose headers are in is answered 408 by
+    :class:`GatewayRoot` (routed, so its route's file-log records it) and the
+    connection closes; one still sending its headers gets a bare 408 and is
+    dropped.  (Pipelined requests, read from the buffer, run without a deadline.)
+    """
+
+    _deadline: IDelayedCall | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._deadline is None and not self._handlingRequest and data:
+            self._deadline = self.callLater(self.factory.request_read_timeout, self._too_slow)
+        super().dataReceived(data)
+
+    def allContentReceived(self) -> None:
+        self._stop_deadline()
+        super().allContentReceived()
+
+    def connectionLost(self, reason: object) -> None:
+        self._stop_deadline()
+        super().connectionLost(reason)
+
+    def _stop_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        seconds = self.factory.request_read_timeout
+        request = self.requests[-1] if self.requests else None
+        if request is None or request.content is None or self._handlingRequest:
+            body = read_timeout_error(seconds).to_json()
+            self.transport.write(
+                b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            self.dataReceived = lambda data: None  # type: ignore[method-assign]
+            self.setTimeout(None)
+            self.loseConnection()
+            return
+        request.gatewayd_read_timeout = seconds  # type: ignore[attr-defined]
+        # The rest of the body would be read as the next request: answer, then close.
+        self.persistent = False
+        request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+        self.allContentReceived()
+
+
 class GatewaySite(CountingSite):
     """The daemon's ``Site``: connections counted, request bodies bounded by ``max_body`` bytes,
-    no access line of its own.
+    each request read within ``request_read_timeout`` seconds, no access line of its own.
 
     ``timeout`` (Twisted's idle timeout) is what stops a stalled client: it
     runs while the headers and the body are read, resets on every byte
     received, and drops the connection when the client stays silent that long.
     """
 
+    protocol = GatewayChannel
     max_body = MAX_BODY
+    request_read_timeout = REQUEST_READ_TIMEOUT
 
     def getContentFile(self, length: int | None) -> BoundedContent:
         return BoundedContent(self.max_body, length)
@@ -408,6 +496,9 @@ class GatewayRoot(Resource):
             remainder = match.remainder.strip("/")
             request.prepath = [s.encode("latin-1") for s in match.matched.strip("/").split("/") if s]
             request.postpath = [s.encode("latin-1") for s in remainder.split("/")] if remainder else []
+        read_timeout = getattr(request, "gatewayd_read_timeout", None)
+        if read_timeout is not None:
+            return RequestTimeout(read_timeout)
         if handler.phases.access:
             return AccessGate(handler.phases.access, handler.resource, exchange)
         return handler.resource
@@ -485,10 +576,12 @@ def build(
     shutdown_grace: float = 30.0,
     rotation: Rotation | None = None,
     pool_size: int = DEFAULT_POOL_SIZE,
+    request_read_timeout: float = REQUEST_READ_TIMEOUT,
 ) -> tuple[application.MultiService, Gateway]:
     """Compose the daemon's services for ``config``.
 
-    ``pool_size`` bounds the idle upstream connections kept open per host.
+    ``pool_size`` bounds the idle upstream connections kept open per host;
+    ``request_read_timeout`` the seconds a client may take to send a request.
     """
     pool = None
     if client is None:
@@ -506,6 +599,7 @@ def build(
     top = application.MultiService()
     gateway.setServiceParent(top)
     site = GatewaySite(GatewayRoot(gateway), gateway.stats, timeout=CLIENT_IDLE_TIMEOUT)
+    site.request_read_timeout = request_read_timeout
     site.displayTracebacks = False
     listeners = []
     for description in listen:

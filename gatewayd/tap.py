@@ -37,6 +37,8 @@ class Options(usage.Options):
         ["file-log-keep", None, 5, "rotated file-log files kept with --file-log-max-bytes", int],
         ["workers", "w", 1, "processes serving the --listen sockets (one per core)", int],
         ["upstream-pool", None, 512, "idle upstream connections kept open per host", int],
+        ["request-read-timeout", None, 300.0,
+         "seconds a client may take to send a whole request (headers and body); then 408", float],
     ]
 
     def __init__(self) -> None:
@@ -56,6 +58,8 @@ class Options(usage.Options):
             raise usage.UsageError("--shutdown-grace must be 0 or more seconds")
         if self["file-log-max-bytes"] is not None and (self["file-log-max-bytes"] < 1 or self["file-log-keep"] < 1):
             raise usage.UsageError("--file-log-max-bytes and --file-log-keep must be at least 1")
+        if self["request-read-timeout"] <= 0:
+            raise usage.UsageError("--request-read-timeout must be more than 0 seconds")
         if self["workers"] < 1 or self["upstream-pool"] < 1:
             raise usage.UsageError("--workers and --upstream-pool must be at least 1")
 
@@ -88,6 +92,7 @@ def makeService(options: Options) -> IService:
             shutdown_grace=options["shutdown-grace"],
             rotation=rotation,
             pool_size=options["upstream-pool"],
+            request_read_timeout=options["request-read-timeout"],
         )
     except (*INVALID, OSError) as error:
         raise usage.UsageError(str(error)) from None
@@ -99,6 +104,7 @@ def makeService(options: Options) -> IService:
             "--config", options["config"],
             "--upstream-pool", str(options["upstream-pool"]),
             "--shutdown-grace", str(options["shutdown-grace"]),
+            "--request-read-timeout", str(options["request-read-timeout"]),
         )
         if rotation is not None:
             arguments += (

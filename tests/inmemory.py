@@ -67,16 +67,17 @@ plugins:
 
 
 class Gateway:
-    """A gateway built from ``balancer`` and ``targets`` on a memory reactor; ``request_deadline``
-    is the Site's overall deadline for reading a request."""
+    """A gateway built from ``balancer`` and ``targets`` on a memory reactor, with the daemon's
+    Site (idle timeout 60 s, ``request_read_timeout`` for a whole request)."""
 
-    def __init__(self, balancer: str, targets: list[str], **build_options: Any) -> None:
+    def __init__(self, balancer: str, targets: list[str], request_read_timeout: float = 300.0) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="gatewayd-test-"))
         self.log_path = self.workdir / "claude.json"
         (self.workdir / "gatewayd.yaml").write_text(config_text(balancer, targets, self.log_path))
         self.reactor = MemoryReactorClock()
-        _, self.gateway = build(load_config(str(self.workdir), {}), self.reactor, listen=[], **build_options)
-        self.site = GatewaySite(GatewayRoot(self.gateway), self.gateway.stats, reactor=self.reactor)
+        _, self.gateway = build(load_config(str(self.workdir), {}), self.reactor, listen=[])
+        self.site = GatewaySite(GatewayRoot(self.gateway), self.gateway.stats, reactor=self.reactor, timeout=60)
+        self.site.request_read_timeout = request_read_timeout
         self.upstream = Upstream(self.reactor)
 
     def close(self) -> None:
