@@ -92,7 +92,8 @@ class AccessGate(Resource):
             respond_error(request, error)
             return
         except Exception:
-            self.log.failure("access phase failed for {uri}", uri=request.uri.decode("latin-1"))
+            # The path only: a query string may carry a client's key (key-auth's key_in_query).
+            self.log.failure("access phase failed for {path}", path=request.path.decode("latin-1"))
             respond_error(request, errors.APIError(500, "api_error", "internal gateway error"))
             return
         if request.finished or self.exchange.client_gone:

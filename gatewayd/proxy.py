@@ -569,7 +569,8 @@ class AIResource(Resource):
         except _ClientGone:
             pass
         except Exception:
-            self.log.failure("unexpected error serving {uri}", uri=request.uri.decode("latin-1"))
+            # The path only: a query string may carry a client's key (key-auth's key_in_query).
+            self.log.failure("unexpected error serving {path}", path=request.path.decode("latin-1"))
             respond_error(request, errors.APIError(500, "api_error", "internal gateway error"))
 
 

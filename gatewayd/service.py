@@ -185,7 +185,8 @@ class Gateway(application.Service):
                     count=len(self.in_flight),
                 )
                 for request in list(self.in_flight):
-                    request.channel.transport.abortConnection()
+                    if request.channel is not None:  # None: the client already left
+                        request.channel.transport.abortConnection()
                 # Cut requests still write their records; that takes a reactor turn or two.
                 await self.until_idle(CUT_REQUESTS_SETTLE)
         for store in self.stores.values():

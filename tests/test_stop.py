@@ -86,3 +86,22 @@ def test_a_record_buffered_for_a_file_log_a_reload_retired_is_written_at_stop(tm
     old.write({"n": 1})  # a request of the first snapshot, finishing just before the stop
     g.stopService()
     assert (tmp_path / "claude.json").read_text() == '{"n":1}\n'
+
+
+def test_a_request_whose_client_already_left_does_not_break_the_stop(tmp_path):
+    # Twisted sets request.channel to None when the connection is lost; such a request may
+    # still be in flight (its handler not done) when the grace period ends.
+    clock = Clock()
+    g = gateway(tmp_path, clock)
+    gone, cut = Request(), Request()
+    gone.channel = None
+    g.request_started(gone)
+    g.request_started(cut)
+    stopped = g.stopService()
+    (file_log,) = g.file_logs.values()
+    file_log.write({"n": 1})
+    clock.advance(10.0)
+    assert cut.channel.transport.aborted
+    clock.advance(CUT_REQUESTS_SETTLE)
+    assert stopped.called and (tmp_path / "claude.json").read_text() == '{"n":1}\n'
+    assert stopped.result is None
