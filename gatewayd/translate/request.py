@@ -72,6 +72,7 @@ class Prepared:
     include_thoughts: bool = False
     dropped_tools: tuple[str, ...] = ()  # server tools we could not offer (by name)
     single_tool_call: bool = False  # disable_parallel_tool_use: keep only the first call
+    grounded: bool = False  # googleSearch went upstream: the answer may carry groundingMetadata
 
 
 def prepare(body: dict, profile: ModelProfile, memory: SignatureMemory | None = None) -> Prepared:
@@ -112,6 +113,7 @@ def prepare(body: dict, profile: ModelProfile, memory: SignatureMemory | None = 
         include_thoughts=include_thoughts,
         dropped_tools=tuple(builder.dropped_tools),
         single_tool_call=builder.single_tool_call,
+        grounded=builder.grounded,
     )
 
 
@@ -177,6 +179,7 @@ class _Builder:
     call_names: dict = field(factory=dict)  # tool_use id -> gemini function name
     web_search: str | None = None  # the name of a declared web search server tool
     single_tool_call: bool = False
+    grounded: bool = False
 
     def build(self, body: dict) -> dict:
         messages = body.get("messages")
@@ -199,6 +202,7 @@ class _Builder:
         if self.web_search is not None:
             if not declarations or (self.profile.api == "gemini" and self.profile.is_gemini3):
                 tools.append({"googleSearch": {}})
+                self.grounded = True
             else:
                 self.dropped_tools.append(self.web_search)
         if tools:
@@ -363,6 +367,11 @@ class _Builder:
                         sig = signature[len(SIGNATURE_THOUGHT):]
                         turn.parts.append({"text": thought, "thought": True, "thoughtSignature": sig})
                 continue
+            elif kind == "web_search_tool_result":
+                note = _search_results_note(block)
+                if note:
+                    turn.parts.append({"text": note})  # what the search found stays in the history
+                continue
             elif kind == "redacted_thinking" or kind in _SERVER_BLOCKS:
                 continue
             else:
@@ -443,6 +452,21 @@ def _assemble(turns: list[_Turn], profile: ModelProfile) -> list[dict]:
     if contents and contents[-1]["role"] == "model" and not profile.accepts_prefill:
         contents.append({"role": "user", "parts": [{"text": _CONTINUE_NOTE}]})
     return contents
+
+
+def _search_results_note(block: dict) -> str:
+    """A web_search_tool_result block (from Anthropic or from our grounding) as model text."""
+    content = block.get("content")
+    if isinstance(content, dict):
+        return f"[Web search failed: {content.get('error_code', 'unknown error')}]"
+    if not isinstance(content, list):
+        return ""
+    lines = [
+        f"- {item.get('title') or item.get('url')}: {item.get('url')}"
+        for item in content
+        if isinstance(item, dict) and isinstance(item.get("url"), str)
+    ]
+    return "[Web search results:\n" + "\n".join(lines) + "]" if lines else ""
 
 
 def _missing_response(name: str) -> dict:

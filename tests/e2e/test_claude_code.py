@@ -154,3 +154,19 @@ def test_multi_turn_tool_session_on_gemini_3(gemini3_daemon, fake, tmp_path):
     last = main[-1]["body"]["contents"]
     steps = [[p["functionCall"]["name"] for p in c["parts"] if "functionCall" in p] for c in last if c["role"] == "model"]
     assert [s for s in steps if s] == [["Write", "Write"], ["Read"], ["Edit"], ["Bash", "Glob"]]
+
+
+def test_web_search_tool_shows_the_grounding_sources(seed_daemon, fake, tmp_path):
+    """Claude Code's WebSearch makes a sub-call with only web_search; Gemini's grounding comes back
+    as Anthropic's search blocks, so the CLI lists the sources in the tool result it answers from."""
+    fake.clear()
+    result = run_claude(
+        seed_daemon, "gemini-2.0-flash", 'Search the web for the Alexiad. [[call WebSearch {"query": "Alexiad"}]]',
+        tmp_path, "--allowedTools", "WebSearch",
+    )
+    assert result["is_error"] is False, result
+    assert result["result"].startswith("Tool results: WebSearch"), result["result"]
+    assert 'Web search results for query: \\"Alexiad\\"' in result["result"]
+    assert '{\\"title\\":\\"wikipedia.org\\"' in result["result"]  # a source, not "No links found"
+    searches = [r for r in fake.requests() if r["body"] and r["body"].get("tools") == [{"googleSearch": {}}]]
+    assert searches and searches[-1]["status"] == 200
