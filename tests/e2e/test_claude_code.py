@@ -38,7 +38,7 @@ pytestmark = pytest.mark.skipif(
 def claude_home(tmp_path: Path) -> Path:
     """A throwaway HOME set up exactly as the seed says: settings.json and the key helper."""
     home = tmp_path / "home"
-    (home / ".claude").mkdir(parents=True)
+    (home / ".claude").mkdir(parents=True, exist_ok=True)
     (home / ".claude" / "settings.json").write_text(
         json.dumps({"apiKeyHelper": "~/.claude/anthropic_key.sh"})
     )
@@ -170,3 +170,36 @@ def test_web_search_tool_shows_the_grounding_sources(seed_daemon, fake, tmp_path
     assert '{\\"title\\":\\"wikipedia.org\\"' in result["result"]  # a source, not "No links found"
     searches = [r for r in fake.requests() if r["body"] and r["body"].get("tools") == [{"googleSearch": {}}]]
     assert searches and searches[-1]["status"] == 200
+
+
+def test_session_continues_after_compaction_on_gemini_3(gemini3_daemon, fake, tmp_path):
+    """A tool turn, ``/compact``, then more tool turns with ``--continue``: the compacted history
+    lost the Gemini 3 signatures, yet every request is accepted by the strict fake."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("The Alexiad has fifteen books.\n")
+    (project / "more.txt").write_text("It was written in Greek.\n")
+    fake.clear()
+    first = run_claude(gemini3_daemon, "gemini-3-pro-preview", f"Please read the file {project / 'notes.txt'}",
+                       tmp_path, "--allowedTools", "Read")
+    assert "fifteen books" in first["result"], first
+    compacted = run_claude(gemini3_daemon, "gemini-3-pro-preview", "/compact", tmp_path, "--continue")
+    assert compacted["is_error"] is False, compacted
+    after = run_claude(gemini3_daemon, "gemini-3-pro-preview", f"Now read the file {project / 'more.txt'}",
+                       tmp_path, "--continue", "--allowedTools", "Read")
+    assert after["is_error"] is False, after
+    assert "written in Greek" in after["result"], after["result"]
+    calls = [r for r in fake.requests() if "GenerateContent" in r["path"] or "generateContent" in r["path"]]
+    assert calls and all(r["status"] == 200 for r in calls)
+    # The compaction call itself carried the first turn's call with its real signature; after it,
+    # Claude Code keeps only a summary (earlier calls become notes), and a new call is signed anew.
+    compacting = [r for r in calls if "CRITICAL: Respond with TEXT ONLY" in json.dumps(r["body"]["contents"])]
+    assert compacting, "no compaction request"
+    resumed = [r for r in calls if "/compact</command-name>" in json.dumps(r["body"]["contents"])]
+    assert resumed
+    for request in resumed:
+        parts = [p for c in request["body"]["contents"] for p in c["parts"]]
+        assert all(p["functionCall"]["args"]["file_path"].endswith("more.txt") for p in parts if "functionCall" in p)
+    last = resumed[-1]["body"]["contents"]
+    signatures = [p.get("thoughtSignature") for c in last for p in c["parts"] if "functionCall" in p]
+    assert signatures and signatures[-1] not in (None, "skip_thought_signature_validator")
