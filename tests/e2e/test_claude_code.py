@@ -17,6 +17,7 @@ from tests.e2e.harness import (
     file_log_override,
     model_override,
     read_records,
+    wait_for,
 )
 
 
@@ -35,7 +36,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def claude_home(tmp_path: Path) -> Path:
+def claude_home(tmp_path: Path, key: str = "x") -> Path:
     """A throwaway HOME set up exactly as the seed says: settings.json and the key helper."""
     home = tmp_path / "home"
     (home / ".claude").mkdir(parents=True, exist_ok=True)
@@ -43,17 +44,19 @@ def claude_home(tmp_path: Path) -> Path:
         json.dumps({"apiKeyHelper": "~/.claude/anthropic_key.sh"})
     )
     helper = home / ".claude" / "anthropic_key.sh"
-    helper.write_text('#!/bin/sh\necho "x"\n')
+    helper.write_text(f'#!/bin/sh\necho "{key}"\n')
     helper.chmod(0o755)
     return home
 
 
-def run_claude(daemon: Daemon, model: str, prompt: str, tmp_path: Path, *extra: str) -> dict:
+def run_claude(
+    daemon: Daemon, model: str, prompt: str, tmp_path: Path, *extra: str, key: str = "x", check: bool = True
+) -> dict:
     workdir = tmp_path / "project"
     workdir.mkdir(exist_ok=True)
     env = {
         "PATH": os.environ["PATH"],
-        "HOME": str(claude_home(tmp_path)),
+        "HOME": str(claude_home(tmp_path, key)),
         "ANTHROPIC_BASE_URL": daemon.url + "/anything",
         "ANTHROPIC_MODEL": model,
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
@@ -67,7 +70,7 @@ def run_claude(daemon: Daemon, model: str, prompt: str, tmp_path: Path, *extra: 
         text=True,
         timeout=120,
     )
-    assert done.returncode == 0, f"claude failed: {done.stdout}\n{done.stderr}\n{daemon.log()}"
+    assert done.returncode == 0 or not check, f"claude failed: {done.stdout}\n{done.stderr}\n{daemon.log()}"
     return json.loads(done.stdout)
 
 
@@ -203,3 +206,50 @@ def test_session_continues_after_compaction_on_gemini_3(gemini3_daemon, fake, tm
     last = resumed[-1]["body"]["contents"]
     signatures = [p.get("thoughtSignature") for c in last for p in c["parts"] if "functionCall" in p]
     assert signatures and signatures[-1] not in (None, "skip_thought_signature_validator")
+
+
+CONSUMER_KEY = "sk-cc-alice-5f1e2d3c4b5a69788796"
+KEY_AUTH = f"""_format_version: "3.0"
+consumers:
+  - username: alice
+    keyauth_credentials:
+      - key: {CONSUMER_KEY}
+plugins:
+  - name: key-auth
+    config:
+      hide_credentials: true
+"""
+
+
+def test_key_auth_with_the_key_helper(fake, tmp_path):
+    """The seed's apiKeyHelper prints a consumer's key: Claude Code sends it (as a Bearer token),
+    a wrong one ends in a clean authentication error, and the key goes no further than the gateway."""
+    log_path = tmp_path / "claude.json"
+    daemon = Daemon(config_dir(tmp_path, file_log_override(log_path), ("40-consumers.yaml", KEY_AUTH)),
+                    fake.seed_environment(), tmp_path)
+    for name in ("wrong", "right"):
+        (tmp_path / name).mkdir()
+    try:
+        fake.clear()
+        wrong = run_claude(daemon, "gemini-2.0-flash", "Tell me about the Alexiad.", tmp_path / "wrong",
+                           key="sk-cc-mallory-000000000000", check=False)
+        assert wrong["is_error"] is True, wrong
+        assert "401" in wrong["result"] and "authenticat" in wrong["result"], wrong["result"]
+        assert not [r for r in fake.requests() if "enerateContent" in r["path"]], "a wrong key reached Gemini"
+        right = run_claude(daemon, "gemini-2.0-flash", "Tell me about the Alexiad.", tmp_path / "right",
+                           key=CONSUMER_KEY)
+        assert right["is_error"] is False and "Alexiad" in right["result"], right
+        upstream = [r for r in fake.requests() if "enerateContent" in r["path"]]
+        assert upstream and all(r["status"] == 200 for r in upstream)
+        for request in upstream:
+            assert "x-api-key" not in request["headers"]
+            assert request["headers"]["authorization"].startswith("Bearer ")
+            assert "sk-cc" not in json.dumps(request["headers"])
+        records = wait_for(lambda: (r := read_records(log_path)) and any(x["response"]["status"] == 200 for x in r)
+                           and r, what="file-log records")
+        assert {r["response"]["status"] for r in records} >= {200, 401}
+        assert {r["consumer"]["username"] for r in records if r["response"]["status"] == 200} == {"alice"}
+        for text in (log_path.read_text(), daemon.log()):
+            assert "sk-cc-" not in text
+    finally:
+        daemon.stop()
