@@ -253,3 +253,21 @@ def test_key_auth_with_the_key_helper(fake, tmp_path):
             assert "sk-cc-" not in text
     finally:
         daemon.stop()
+
+
+def test_context_command_counts_tokens(seed_daemon, fake, tmp_path):
+    """/context is the command that calls /v1/messages/count_tokens (once per part of the context)."""
+    fake.clear()
+    before = len(read_records(seed_daemon.file_log))
+    result = run_claude(seed_daemon, "gemini-2.0-flash", "/context", tmp_path)
+    assert result["is_error"] is False and "Context Usage" in result["result"], result
+    counted = [r for r in fake.requests() if r["path"].endswith(":countTokens")]
+    assert counted and all(r["status"] == 200 for r in counted)
+
+    def count_records() -> list[dict] | None:
+        found = [r for r in read_records(seed_daemon.file_log)[before:]
+                 if r["request"]["uri"].startswith("/anything/v1/messages/count_tokens")]
+        return found if len(found) == len(counted) else None
+
+    records = wait_for(count_records, what="a count_tokens record per countTokens call")
+    assert {r["response"]["status"] for r in records} == {200}
