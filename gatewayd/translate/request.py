@@ -329,6 +329,12 @@ class _Builder:
                         extra.append(part)
         else:
             raise TranslationError(f"{where}.content", "must be a string or a list of blocks")
+        if extra:
+            # Images and documents cannot go inside a functionResponse: they follow the
+            # responses, so the result says so and a note ties them to this call.
+            texts.append(f"[{len(extra)} attachment(s) follow this result as separate parts]")
+            note = f"Attachment(s) of the {self.names.to_anthropic.get(name, name)} result above:"
+            extra.insert(0, {"text": SYSTEM_NOTE.format(note)})
         key = "error" if block.get("is_error") else "output"
         part = {"functionResponse": {"name": name, "response": {key: "\n".join(texts)}}}
         turn.responses.append((tool_use_id, part))
@@ -543,7 +549,7 @@ def _media_or_text(block: dict, kind: str, where: str) -> list[dict]:
             data = source.get("data")
             if not isinstance(data, str):
                 raise TranslationError(f"{where}.source.data", "must be a string")
-            return [{"text": data}] if data.strip() else []
+            return _document_label(block) + [{"text": data}] if data.strip() else []
         if isinstance(source, dict) and source.get("type") == "content":
             inner = source.get("content")
             if isinstance(inner, str):
@@ -555,7 +561,7 @@ def _media_or_text(block: dict, kind: str, where: str) -> list[dict]:
                 path = f"{where}.source.content.{k}"
                 parts.extend(_media_or_text(item, _block_type(item, path), path))
             return parts
-        return [_source(block, where, "application/pdf")]
+        return _document_label(block) + [_source(block, where, "application/pdf")]
     if kind == "search_result":
         texts = [block.get("title"), block.get("source")]
         for k, item in enumerate(block.get("content") or ()):
@@ -568,6 +574,14 @@ def _media_or_text(block: dict, kind: str, where: str) -> list[dict]:
     if kind in _SERVER_BLOCKS or kind in ("thinking", "redacted_thinking"):
         return []
     raise TranslationError(f"{where}.type", f"unknown content block type {kind!r}")
+
+
+def _document_label(block: dict) -> list[dict]:
+    """A document's ``title`` and ``context`` (what the client says it is) as a text part."""
+    label = [
+        f"{key}: {block[key]}" for key in ("title", "context") if isinstance(block.get(key), str) and block[key].strip()
+    ]
+    return [{"text": SYSTEM_NOTE.format("Document " + "; ".join(label))}] if label else []
 
 
 def _source(block: dict, where: str, default_mime: str) -> dict:

@@ -271,3 +271,29 @@ def test_context_command_counts_tokens(seed_daemon, fake, tmp_path):
 
     records = wait_for(count_records, what="a count_tokens record per countTokens call")
     assert {r["response"]["status"] for r in records} == {200}
+
+
+# A 1x1 red PNG.
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de0000000c4944415408d763f8cfc0"
+    "00000301010018dd8db00000000049454e44ae426082"
+)
+
+
+def test_read_an_image_the_image_reaches_gemini(gemini3_daemon, fake, tmp_path):
+    """Claude Code's Read on an image answers with an image block inside the tool_result."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "dot.png").write_bytes(PNG)
+    fake.clear()
+    result = run_claude(gemini3_daemon, "gemini-3-pro-preview", f"Please read the file {project / 'dot.png'}",
+                        tmp_path, "--allowedTools", "Read")
+    assert result["is_error"] is False, result
+    follow_up = [r for r in fake.requests() if "enerateContent" in r["path"]
+                 and any("functionResponse" in p for c in r["body"]["contents"] for p in c["parts"])]
+    assert follow_up and follow_up[-1]["status"] == 200
+    parts = follow_up[-1]["body"]["contents"][-1]["parts"]
+    response = next(p["functionResponse"] for p in parts if "functionResponse" in p)
+    assert response["name"] == "Read" and "attachment(s) follow" in response["response"]["output"]
+    images = [p["inlineData"] for p in parts if "inlineData" in p]
+    assert images and images[0]["mimeType"] == "image/png"
