@@ -36,13 +36,13 @@ from gatewayd.upstream import UpstreamClient
 from gatewayd.translate import (
     Prepared,
     SignatureMemory,
-    StreamTranslator,
     TranslationError,
     count_tokens_body,
     count_tokens_from_gemini,
     encode_event,
     message_from_gemini,
     prepare,
+    translator_for,
 )
 
 #: Anthropic's own limit on a Messages request body.
@@ -279,7 +279,7 @@ class AIProxy:
         if exchange.client_gone:
             _stop_reading(response)
             raise _ClientGone()
-        translator = StreamTranslator(
+        translator = translator_for(
             prepared, message_id=message_id(), model=target.model, memory=self.signatures
         )
         first_chunk: list[float] = []

@@ -20,7 +20,10 @@ from gatewayd.translate import (
     prepare,
 )
 
-FIXTURES = sorted((Path(__file__).parent / "fixtures" / "claude_code").glob("*.json"))
+ALL_FIXTURES = sorted((Path(__file__).parent / "fixtures" / "claude_code").glob("*.json"))
+# /context counts the tokens of each part of the session with /v1/messages/count_tokens.
+COUNT_FIXTURES = [path for path in ALL_FIXTURES if path.stem.startswith("count_tokens")]
+FIXTURES = [path for path in ALL_FIXTURES if path not in COUNT_FIXTURES]
 MODELS = ["gemini-2.0-flash", "gemini-2.5-flash", "gemini-2.5-pro", "gemini-3-flash-preview", "gemini-3-pro-preview"]
 EVENT = TypeAdapter(RawMessageStreamEvent)
 
@@ -44,7 +47,8 @@ def test_fixtures_cover_what_claude_code_sends():
     assert any(m["role"] == "system" for m in session["messages"])
     assert bodies["title_generation"]["output_config"]["format"]["type"] == "json_schema"
     assert bodies["web_search"]["tools"][0]["type"].startswith("web_search_")
-    for path in FIXTURES:
+    assert {load(path)["path"] for path in COUNT_FIXTURES} == {"/anything/v1/messages/count_tokens?beta=true"}
+    for path in ALL_FIXTURES:
         text = path.read_text()
         assert "gatewayd-capture" not in text, path.name
         assert load(path)["headers"].get("X-Claude-Code-Session-Id") == "00000000-0000-4000-8000-000000000000"
@@ -75,3 +79,14 @@ def test_fixture_accepted_and_answer_parses(path, model, api):
         assert EVENT.validate_python(data).type == name
     counted = count_tokens_body(body, profile)
     rules.check_count_tokens(counted, api=api, model=model)
+
+
+@pytest.mark.parametrize("api", ["vertex", "gemini"])
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("path", COUNT_FIXTURES, ids=lambda p: p.stem)
+def test_count_tokens_fixture_accepted(path, model, api):
+    body = load(path)["body"]
+    counted = count_tokens_body(body, ModelProfile(model, api=api))
+    rules.check_count_tokens(counted, api=api, model=model)
+    request = counted.get("generateContentRequest", counted)
+    assert len(request.get("tools", [{}])[0].get("functionDeclarations", ())) == len(body.get("tools", ()))

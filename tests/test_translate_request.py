@@ -263,9 +263,25 @@ def test_tool_result_error_images_and_missing_results():
         calls=("toolu_1", "toolu_2"),
     )
     parts = prepare(base(messages=messages, tools=[tool()]), VERTEX_25).body["contents"][2]["parts"]
-    assert parts[0] == {"functionResponse": {"name": "get_weather", "response": {"error": "boom"}}}
+    assert parts[0] == {"functionResponse": {"name": "get_weather", "response": {
+        "error": "boom\n[1 attachment(s) follow this result as separate parts]"}}}
     assert parts[1]["functionResponse"]["response"]["error"].startswith("No result")
-    assert parts[2] == {"inlineData": {"mimeType": "image/png", "data": "AAAA"}}
+    assert parts[2] == {"text": SYSTEM_NOTE.format("Attachment(s) of the get_weather result above:")}
+    assert parts[3] == {"inlineData": {"mimeType": "image/png", "data": "AAAA"}}
+
+
+def test_documents_keep_their_title_and_context():
+    pdf = {"type": "document", "title": "Alexiad, book 1", "context": "A translation",
+           "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}}
+    text = {"type": "document", "title": "notes.txt", "source": {"type": "text", "media_type": "text/plain",
+                                                                 "data": "fifteen books"}}
+    parts = prepare(base(messages=[{"role": "user", "content": [pdf, text]}]), VERTEX_25).body["contents"][0]["parts"]
+    assert parts == [
+        {"text": SYSTEM_NOTE.format("Document title: Alexiad, book 1; context: A translation")},
+        {"inlineData": {"mimeType": "application/pdf", "data": "JVBERi0="}},
+        {"text": SYSTEM_NOTE.format("Document title: notes.txt")},
+        {"text": "fifteen books"},
+    ]
 
 
 def test_system_message_between_call_and_results_stays_valid():

@@ -37,7 +37,13 @@ More directives in that text:
 - ``[[say TEXT]]``: answer exactly TEXT (no "Echo: "), e.g. to end in a stop sequence;
   Gemini cuts the text before the first of ``stopSequences`` it contains and drops the rest.
 - ``[[cached N]]``: usage reports ``cachedContentTokenCount`` N (N <= the prompt tokens).
-- ``[[ground]]`` with a ``googleSearch`` tool: the answer carries ``groundingMetadata``.
+
+Google Search grounding: a text answer to a request that offers the ``googleSearch`` tool
+carries ``groundingMetadata`` the way Google documents it (see ``grounding``): the query (the
+text after "query:" in the user text, else that text without directives), two web chunks with
+Google's redirect URIs and the sites' domains as titles, one support per sentence of the answer
+(UTF-8 byte offsets, ``startIndex`` left out when 0 as proto JSON does), and a search entry
+point; in a stream it comes on the last chunk.
 
 When ``generationConfig.thinkingConfig.includeThoughts`` is true the content starts with a thought
 part ``{"text": THOUGHT, "thought": true}``.  Gemini 3 models put a ``thoughtSignature`` (opaque
@@ -51,6 +57,8 @@ the text in N chunks (calls: one chunk with all calls), then a last chunk with o
 ``finishReason: STOP`` and usage and no parts.
 """
 
+import base64
+import hashlib
 import json
 import math
 import re
@@ -81,10 +89,10 @@ _FINISH = re.compile(r"\[\[finish\s+([A-Z_]+)\]\]")
 _BLOCK = re.compile(r"\[\[block\s+([A-Z_]+)\]\]")
 _SAY = re.compile(r"\[\[say\s(.*?)\]\]", re.S)
 _CACHED = re.compile(r"\[\[cached\s+(\d+)\]\]")
-GROUNDING = {
-    "webSearchQueries": ["fake search"],
-    "groundingChunks": [{"web": {"uri": "https://example.com/alexiad", "title": "The Alexiad"}}],
-}
+_QUERY = re.compile(r"query:\s*(.+)", re.I | re.S)
+_SENTENCE = re.compile(r"[^.!?]+[.!?]*\s*")
+GROUNDING_REDIRECT = "https://vertexaisearch.cloud.google.com/grounding-api-redirect/"
+GROUNDING_SITES = ("wikipedia.org", "britannica.com")
 
 
 @frozen
@@ -248,15 +256,45 @@ def script(request: dict[str, Any], *, model: str, sign: Callable[[], str]) -> R
     if catalog.is_gemini3(model) and parts:
         target = next((part for part in parts if "functionCall" in part), parts[-1])
         target["thoughtSignature"] = sign()
-    grounded = "[[ground]]" in text and any("googleSearch" in tool for tool in request.get("tools", []))
+    searched = any("googleSearch" in tool for tool in request.get("tools", []))
+    answer_parts = [part["text"] for part in parts if "text" in part and not part.get("thought")]
     return Reply(
         parts=tuple(parts),
         chunks=int(chunks.group(1)) if chunks else None,
         stream_error=int(stream_error.group(1)) if stream_error else None,
         finish_reason=finish_reason,
         cached=int(cached.group(1)) if cached else 0,
-        grounding=GROUNDING if grounded else None,
+        grounding=grounding(text, answer_parts[0]) if searched and answer_parts else None,
     )
+
+
+def grounding(text: str, answer: str) -> dict[str, Any]:
+    """Google's ``groundingMetadata`` for ``answer``, searched for the query in ``text``."""
+    asked = _QUERY.search(text)
+    query = (asked.group(1) if asked else _DIRECTIVE.sub("", text)).strip()[:100]
+    token = base64.urlsafe_b64encode(hashlib.sha256(query.encode()).digest()).decode().rstrip("=")
+    chunks = [
+        {"web": {"uri": f"{GROUNDING_REDIRECT}{token}{index}", "title": site}}
+        for index, site in enumerate(GROUNDING_SITES)
+    ]
+    supports = []
+    offset = 0
+    for match in _SENTENCE.finditer(answer):
+        sentence = match.group(0).rstrip()
+        start = len(answer[: match.start()].encode())
+        segment: dict[str, Any] = {"endIndex": start + len(sentence.encode()), "text": sentence}
+        if start:
+            segment = {"startIndex": start, **segment}
+        index = offset % len(chunks)
+        supports.append({"segment": segment, "groundingChunkIndices": [index], "confidenceScores": [0.9]})
+        offset += 1
+    rendered = f'<style>.container{{display:flex}}</style><div class="container"><a class="chip">{query}</a></div>'
+    return {
+        "webSearchQueries": [query],
+        "searchEntryPoint": {"renderedContent": rendered},
+        "groundingChunks": chunks,
+        "groundingSupports": supports,
+    }
 
 
 def _tokens(text: str) -> int:

@@ -1,6 +1,7 @@
 """Anthropic Messages API <-> Gemini (Vertex AI v1, Gemini API v1beta): pure dict translation."""
 
 from .errors import TranslationError
+from .grounding import GroundedTranslator, translator_for
 from .models import ModelProfile
 from .request import (
     SIGNATURE_NEXT,
@@ -22,6 +23,7 @@ __all__ = [
     "SIGNATURE_THOUGHT",
     "SKIP_SIGNATURE",
     "GeminiSSEDecoder",
+    "GroundedTranslator",
     "ModelProfile",
     "Prepared",
     "SignatureMemory",
@@ -34,5 +36,6 @@ __all__ = [
     "message_from_gemini",
     "new_tool_id",
     "prepare",
+    "translator_for",
     "usage_from_gemini",
 ]

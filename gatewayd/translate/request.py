@@ -72,6 +72,7 @@ class Prepared:
     include_thoughts: bool = False
     dropped_tools: tuple[str, ...] = ()  # server tools we could not offer (by name)
     single_tool_call: bool = False  # disable_parallel_tool_use: keep only the first call
+    grounded: bool = False  # googleSearch went upstream: the answer may carry groundingMetadata
 
 
 def prepare(body: dict, profile: ModelProfile, memory: SignatureMemory | None = None) -> Prepared:
@@ -112,6 +113,7 @@ def prepare(body: dict, profile: ModelProfile, memory: SignatureMemory | None = 
         include_thoughts=include_thoughts,
         dropped_tools=tuple(builder.dropped_tools),
         single_tool_call=builder.single_tool_call,
+        grounded=builder.grounded,
     )
 
 
@@ -177,6 +179,7 @@ class _Builder:
     call_names: dict = field(factory=dict)  # tool_use id -> gemini function name
     web_search: str | None = None  # the name of a declared web search server tool
     single_tool_call: bool = False
+    grounded: bool = False
 
     def build(self, body: dict) -> dict:
         messages = body.get("messages")
@@ -199,6 +202,7 @@ class _Builder:
         if self.web_search is not None:
             if not declarations or (self.profile.api == "gemini" and self.profile.is_gemini3):
                 tools.append({"googleSearch": {}})
+                self.grounded = True
             else:
                 self.dropped_tools.append(self.web_search)
         if tools:
@@ -325,6 +329,12 @@ class _Builder:
                         extra.append(part)
         else:
             raise TranslationError(f"{where}.content", "must be a string or a list of blocks")
+        if extra:
+            # Images and documents cannot go inside a functionResponse: they follow the
+            # responses, so the result says so and a note ties them to this call.
+            texts.append(f"[{len(extra)} attachment(s) follow this result as separate parts]")
+            note = f"Attachment(s) of the {self.names.to_anthropic.get(name, name)} result above:"
+            extra.insert(0, {"text": SYSTEM_NOTE.format(note)})
         key = "error" if block.get("is_error") else "output"
         part = {"functionResponse": {"name": name, "response": {key: "\n".join(texts)}}}
         turn.responses.append((tool_use_id, part))
@@ -362,6 +372,11 @@ class _Builder:
                     if isinstance(thought, str) and thought.strip():
                         sig = signature[len(SIGNATURE_THOUGHT):]
                         turn.parts.append({"text": thought, "thought": True, "thoughtSignature": sig})
+                continue
+            elif kind == "web_search_tool_result":
+                note = _search_results_note(block)
+                if note:
+                    turn.parts.append({"text": note})  # what the search found stays in the history
                 continue
             elif kind == "redacted_thinking" or kind in _SERVER_BLOCKS:
                 continue
@@ -445,6 +460,21 @@ def _assemble(turns: list[_Turn], profile: ModelProfile) -> list[dict]:
     return contents
 
 
+def _search_results_note(block: dict) -> str:
+    """A web_search_tool_result block (from Anthropic or from our grounding) as model text."""
+    content = block.get("content")
+    if isinstance(content, dict):
+        return f"[Web search failed: {content.get('error_code', 'unknown error')}]"
+    if not isinstance(content, list):
+        return ""
+    lines = [
+        f"- {item.get('title') or item.get('url')}: {item.get('url')}"
+        for item in content
+        if isinstance(item, dict) and isinstance(item.get("url"), str)
+    ]
+    return "[Web search results:\n" + "\n".join(lines) + "]" if lines else ""
+
+
 def _missing_response(name: str) -> dict:
     error = "No result was provided for this tool call."
     return {"functionResponse": {"name": name, "response": {"error": error}}}
@@ -519,7 +549,7 @@ def _media_or_text(block: dict, kind: str, where: str) -> list[dict]:
             data = source.get("data")
             if not isinstance(data, str):
                 raise TranslationError(f"{where}.source.data", "must be a string")
-            return [{"text": data}] if data.strip() else []
+            return _document_label(block) + [{"text": data}] if data.strip() else []
         if isinstance(source, dict) and source.get("type") == "content":
             inner = source.get("content")
             if isinstance(inner, str):
@@ -531,7 +561,7 @@ def _media_or_text(block: dict, kind: str, where: str) -> list[dict]:
                 path = f"{where}.source.content.{k}"
                 parts.extend(_media_or_text(item, _block_type(item, path), path))
             return parts
-        return [_source(block, where, "application/pdf")]
+        return _document_label(block) + [_source(block, where, "application/pdf")]
     if kind == "search_result":
         texts = [block.get("title"), block.get("source")]
         for k, item in enumerate(block.get("content") or ()):
@@ -544,6 +574,14 @@ def _media_or_text(block: dict, kind: str, where: str) -> list[dict]:
     if kind in _SERVER_BLOCKS or kind in ("thinking", "redacted_thinking"):
         return []
     raise TranslationError(f"{where}.type", f"unknown content block type {kind!r}")
+
+
+def _document_label(block: dict) -> list[dict]:
+    """A document's ``title`` and ``context`` (what the client says it is) as a text part."""
+    label = [
+        f"{key}: {block[key]}" for key in ("title", "context") if isinstance(block.get(key), str) and block[key].strip()
+    ]
+    return [{"text": SYSTEM_NOTE.format("Document " + "; ".join(label))}] if label else []
 
 
 def _source(block: dict, where: str, default_mime: str) -> dict:

@@ -4,12 +4,13 @@ The answer is run through the stream translator as a single chunk and the events
 into a message, so streaming and non-streaming clients see the same blocks and stop reasons.
 """
 
-import json
 from collections.abc import Callable
 
+from .blocks import fold
+from .grounding import translator_for
 from .request import Prepared
 from .signatures import SignatureMemory
-from .stream import StreamTranslator, new_tool_id, usage_from_gemini
+from .stream import new_tool_id, usage_from_gemini
 
 __all__ = ["count_tokens_from_gemini", "message_from_gemini", "usage_from_gemini"]
 
@@ -24,30 +25,11 @@ def message_from_gemini(
     memory: SignatureMemory | None = None,
 ) -> dict:
     """A complete Anthropic Message for one Gemini answer (or a blocked prompt: a refusal)."""
-    translator = StreamTranslator(
+    translator = translator_for(
         prepared, message_id=message_id, model=model, new_tool_id=new_tool_id, memory=memory
     )
     translator.start()
-    events = translator.feed(resp) + translator.finish()
-    content: list[dict] = []
-    arguments: dict[int, list[str]] = {}
-    for name, data in events:
-        if name == "content_block_start":
-            content.append(dict(data["content_block"]))
-        elif name == "content_block_delta":
-            block = content[data["index"]]
-            delta = data["delta"]
-            kind = delta["type"]
-            if kind == "text_delta":
-                block["text"] += delta["text"]
-            elif kind == "thinking_delta":
-                block["thinking"] += delta["thinking"]
-            elif kind == "signature_delta":
-                block["signature"] = delta["signature"]
-            elif kind == "input_json_delta":
-                arguments.setdefault(data["index"], []).append(delta["partial_json"])
-    for index, pieces in arguments.items():
-        content[index]["input"] = json.loads("".join(pieces))
+    content = fold(translator.feed(resp) + translator.finish())
     return {
         "id": message_id,
         "type": "message",

@@ -104,6 +104,17 @@ def test_web_search_becomes_google_search_and_the_log_says_what_was_left_out(cli
                                     messages=[{"role": "user", "content": "Search the web for the Alexiad."}])
     assert "Alexiad" in answer.content[-1].text
     assert model_calls(fake)[-1]["body"]["tools"] == [{"googleSearch": {}}]
+    assert [b.type for b in answer.content[:2]] == ["server_tool_use", "web_search_tool_result"]
+    assert answer.content[0].input == {"query": "Search the web for the Alexiad."}
+    assert answer.content[1].content[0].title == "wikipedia.org"
+    cited = [b for b in answer.content if b.type == "text" and b.citations]
+    assert cited and cited[0].citations[0].url == answer.content[1].content[0].url
+    assert answer.usage.server_tool_use.web_search_requests == 1
+    with client.messages.stream(model="m", max_tokens=256, tools=[search],
+                                messages=[{"role": "user", "content": "Search the web for the Alexiad."}]) as stream:
+        streamed = stream.get_final_message()
+    assert [b.type for b in streamed.content] == [b.type for b in answer.content]
+    assert streamed.content[2].citations == answer.content[2].citations
     before = len(read_records(gemini_daemon.file_log))
     code = {"type": "code_execution_20250522", "name": "code_execution"}
     client.messages.create(model="m", max_tokens=256, tools=[code],
