@@ -57,7 +57,7 @@ class JSONLinesFile:
     ``reopen`` is Kong's option of the same name: the file is opened anew for
     every batch, so it follows a rename without a signal.  :meth:`reopen` does
     the same on demand (SIGHUP after logrotate).  A file no longer configured
-    is :meth:`retire`\ d: it keeps no descriptor open between batches.
+    is retired (:meth:`retire`): it keeps no descriptor open between batches.
     """
 
     path: str

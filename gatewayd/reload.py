@@ -94,6 +94,8 @@ class Reloader(Service):
         self.gateway.reopen_logs()
         try:
             config = await self.read(self.path, self.environ)
+            if not self.running:
+                return False  # stopped while reading: the gateway has closed its logs
             self.gateway.load(config)
         except INVALID as error:
             self.log.error(

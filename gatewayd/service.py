@@ -94,6 +94,7 @@ class _Compiling:
 
     token_sources: dict[str, TokenSource] = field(factory=dict)
     file_logs: dict[tuple[str, bool], FileLog] = field(factory=dict)
+    balancers: dict[Any, Balancer] = field(factory=dict)
 
 
 @define(slots=False)
@@ -111,6 +112,8 @@ class Gateway(application.Service):
     token_sources: dict[str, TokenSource] = field(factory=dict)
     file_logs: dict[tuple[str, bool], FileLog] = field(factory=dict)
     signatures: SignatureMemory = field(factory=SignatureMemory)
+    #: Balancers by plugin, targets and settings: a reload keeps what they learnt.
+    balancers: dict[Any, Balancer] = field(factory=dict)
     runtime: Runtime | None = None
     metrics: Metrics = field(factory=Metrics)
     stats: Stats = field(factory=Stats)
@@ -127,8 +130,9 @@ class Gateway(application.Service):
     def load(self, config: Config) -> Runtime:
         """Compile ``config`` and make it the one new requests see.
 
-        Nothing changes unless the whole configuration compiles.  Token sources
-        and file logs whose settings did not change carry over; file logs no
+        Nothing changes unless the whole configuration compiles.  Token sources,
+        balancers (with their targets' health and latency) and file logs whose
+        settings did not change carry over; file logs no
         longer configured are closed (a request of the old snapshot still in
         flight reopens its file for its record, then closes it again).
         """
@@ -136,6 +140,7 @@ class Gateway(application.Service):
         runtime = self._compile(config, compiling)
         retired = [log for key, log in self.file_logs.items() if key not in compiling.file_logs]
         self.token_sources, self.file_logs = compiling.token_sources, compiling.file_logs
+        self.balancers = compiling.balancers
         self.runtime = runtime
         for file_log in retired:
             file_log.file.retire()
@@ -302,10 +307,14 @@ class Gateway(application.Service):
             settings = BalancerConfig.from_config(plugin.config.get("balancer"))
         except UnsupportedBalancer as error:
             raise ConfigurationError(f"{plugin.source}: plugins ({plugin.name}): config.{error}") from None
-        candidates = [
+        candidates = tuple(
             Candidate(target.model, target_config.get("weight") or 100)
             for target, target_config in zip(targets, plugin.config["targets"])
-        ]
+        )
+        key = (plugin.id, tuple(targets), candidates, settings)
+        balancer = compiling.balancers[key] = self.balancers.get(key) or Balancer(
+            list(candidates), settings, self.reactor
+        )
         return AIProxy(
             plugin_id=plugin.id,
             targets=tuple(targets),
@@ -313,7 +322,7 @@ class Gateway(application.Service):
             tokens=compiling.token_sources,
             reactor=self.reactor,
             signatures=self.signatures,
-            balancer=Balancer(candidates, settings, self.reactor),
+            balancer=balancer,
             max_body=plugin.config.get("max_request_body_size") or MAX_BODY,
         )
 

@@ -202,3 +202,28 @@ def test_a_reload_passes_sighup_on_to_worker_processes(tmp_path, reloader):
     answers["next"] = succeed(config(tmp_path))
     r.reload()
     assert forwarded == [signal.SIGHUP]
+
+
+def test_unchanged_targets_keep_their_balancer_and_what_it_learnt(tmp_path):
+    # A reload must not bring a target that is cooling down straight back.
+    g = gateway()
+    g.load(config(tmp_path))
+    (balancer,) = g.balancers.values()
+    g.load(config(tmp_path, log="other.json"))
+    assert list(g.balancers.values()) == [balancer]
+    g.load(config(tmp_path, model="gemini-2.5-flash"))
+    (changed,) = g.balancers.values()
+    assert changed is not balancer
+
+
+def test_a_reload_that_finishes_reading_after_stop_loads_nothing(tmp_path, reloader):
+    from twisted.internet.defer import Deferred
+
+    r, answers = reloader
+    reading = answers["next"] = Deferred()
+    before = r.gateway.runtime
+    pending = r.reload()
+    r.stopService()
+    reading.callback(config(tmp_path, model="gemini-2.5-flash"))
+    assert r.gateway.runtime is before
+    assert pending.result is False
