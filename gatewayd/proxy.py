@@ -219,7 +219,9 @@ class AIProxy:
             if isinstance(error, ConnectingTimeout):
                 raise _Failed("timeout", errors.upstream_timeout(target.host, "connect")) from None
             self.log.warn(
-                "upstream call to {host} failed: {error}", host=target.host, error=repr(error)
+                "upstream call to {host} failed: {error}",
+                host=target.host,
+                error=_without(repr(error), target.auth.secret),
             )
             raise _Failed(
                 "error", errors.APIError(502, "api_error", f"upstream unreachable: {target.host}")
@@ -490,7 +492,19 @@ def _read_json(request: Request, limit: int = MAX_BODY) -> dict[str, Any]:
     return body
 
 
+def _without(text: str, secret: str | None) -> str:
+    """``text`` with ``secret`` masked: an error about a URL may quote its query's API key."""
+    return text.replace(secret, "REDACTED") if secret else text
+
+
+def _client_there(request: Request) -> bool:
+    exchange: Exchange | None = getattr(request, "gatewayd_exchange", None)
+    return not (request.finished or (exchange is not None and exchange.client_gone))
+
+
 def _respond_json(request: Request, status: int, body: Mapping[str, Any]) -> None:
+    if not _client_there(request):
+        return
     data = json.dumps(body, ensure_ascii=False).encode("utf-8")
     request.setResponseCode(status)
     request.setHeader("content-type", "application/json")
@@ -501,8 +515,7 @@ def _respond_json(request: Request, status: int, body: Mapping[str, Any]) -> Non
 
 def respond_error(request: Request, error: errors.APIError) -> None:
     """Answer with an Anthropic error body, if the client is still there to hear it."""
-    exchange: Exchange | None = getattr(request, "gatewayd_exchange", None)
-    if request.finished or (exchange is not None and exchange.client_gone):
+    if not _client_there(request):
         return
     for name, value in error.headers:
         request.setHeader(name, value)

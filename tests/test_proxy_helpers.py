@@ -1,0 +1,9 @@
+"""Small guards of the request path."""
+
+from gatewayd.proxy import _without
+
+
+def test_an_error_text_quoting_an_api_key_is_masked():
+    text = "InvalidURL('https://h/v1beta/models/m:generateContent?key=AIzaSECRET')"
+    assert "AIzaSECRET" not in _without(text, "AIzaSECRET")
+    assert _without(text, None) == text
