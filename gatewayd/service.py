@@ -18,9 +18,12 @@ from twisted.application import service as application
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.web.client import HTTPConnectionPool
+from twisted.web.http import HTTPChannel
+from twisted.web.iweb import INonQueuedRequestFactory
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 from treq.client import HTTPClient
+from zope.interface import provider
 
 from gatewayd.config import Config, Plugin, Route, Service
 from gatewayd.exchange import Exchange, entity_id
@@ -373,6 +376,9 @@ class GatewaySite(CountingSite):
 
     max_body = MAX_BODY
 
+    def __init__(self, resource: Resource, stats: Stats, **kwargs: Any) -> None:
+        super().__init__(resource, stats, requestFactory=_json_request, **kwargs)
+
     def getContentFile(self, length: int | None) -> BoundedContent:
         return BoundedContent(self.max_body, length)
 
@@ -383,6 +389,16 @@ class GatewaySite(CountingSite):
         a timestamp each time) would cost more than a tenth of a request's CPU
         and say less than the file-log record.
         """
+
+
+@provider(INonQueuedRequestFactory)
+def _json_request(channel: HTTPChannel) -> Request:
+    """A Request that leaves its body alone: bodies here are JSON, never forms.
+
+    twisted.web parses every POST's Content-Type with the email package to look
+    for form data, about 8% of a request's CPU in the bench.
+    """
+    return Request(channel, parsePOSTFormSubmission=False)
 
 
 class GatewayRoot(Resource):

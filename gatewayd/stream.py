@@ -5,6 +5,11 @@
 the client's request, so when the client reads slowly Twisted pauses the
 upstream socket, and nothing piles up in memory.  The translation itself is
 the pure :class:`gatewayd.translate.StreamTranslator`.
+
+One upstream read may carry hundreds of chunks (a fast model, or an upstream
+that batches); the bridge translates it a slice at a time, writing each
+slice's events before the next reactor turn takes the following slice, so the
+first events leave at once and concurrent streams take turns.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ class SSEBridge(Protocol):
     """
 
     log = Logger()
+    #: Bytes of upstream data translated per reactor turn (a few dozen chunks).
+    slice_bytes = 4096
 
     def __init__(
         self,
@@ -55,6 +62,9 @@ class SSEBridge(Protocol):
         self._client_gone = False
         self._read_timeout = read_timeout
         self._idle: IDelayedCall | None = None
+        self._pending = b""  # upstream bytes received, not translated yet
+        self._next_slice: IDelayedCall | None = None
+        self._lost: Failure | None = None  # the upstream ended while slices were pending
 
     @property
     def client_left(self) -> bool:
@@ -66,9 +76,27 @@ class SSEBridge(Protocol):
         self._watch()
 
     def dataReceived(self, data: bytes) -> None:
+        if self._closed:
+            return
+        self._watch()
+        if self._next_slice is not None:  # an earlier read is still being translated: after it
+            self._pending += data
+        else:
+            self._pending = data
+            self._translate_slice()
+
+    def _translate_slice(self) -> None:
+        self._next_slice = None
+        size = self.slice_bytes
+        piece, self._pending = self._pending[:size], self._pending[size:]
         if not self._closed:
-            self._watch()
-            self._translate(self._decoder.feed, data)
+            self._translate(self._decoder.feed, piece)
+        if self._pending and not self._closed:
+            self._next_slice = self.reactor.callLater(0, self._translate_slice)
+            return
+        self._pending = b""
+        if self._lost is not None:
+            self._end(self._lost)
 
     def _watch(self) -> None:
         """(Re)start the read timeout: the upstream may stay silent that long between chunks."""
@@ -109,6 +137,12 @@ class SSEBridge(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._unwatch()
+        if self._next_slice is not None:
+            self._lost = reason  # ends once the slices before it are written
+        else:
+            self._end(reason)
+
+    def _end(self, reason: Failure) -> None:
         if not self._closed and reason.check(ResponseDone, PotentialDataLoss):
             self._translate(self._decoder.close)
         if not self._closed:
@@ -135,6 +169,13 @@ class SSEBridge(Protocol):
         self._client_gone = True
         self._closed = True
         self._unwatch()
+        if self._next_slice is not None:
+            self._next_slice.cancel()
+            self._next_slice = None
+            self._pending = b""
+            if self._lost is not None:  # the upstream has ended already
+                self._end(self._lost)
+                return
         if self.transport is not None:
             self.transport.stopProducing()
 
