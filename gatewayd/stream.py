@@ -7,14 +7,16 @@ upstream socket, and nothing piles up in memory.  The translation itself is
 the pure :class:`gatewayd.translate.StreamTranslator`.
 
 One upstream read may carry hundreds of chunks (a fast model, or an upstream
-that batches); the bridge translates it a slice at a time, writing each
-slice's events before the next reactor turn takes the following slice, so the
+that batches), delivered as many ``dataReceived`` calls within one reactor
+turn; nothing written leaves before that turn ends.  So the bridge translates
+at most ``slice_bytes`` per turn and queues the rest for the next turns: the
 first events leave at once and concurrent streams take turns.
 """
 
 from __future__ import annotations
 
 import json
+from collections import deque
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
@@ -62,9 +64,10 @@ class SSEBridge(Protocol):
         self._client_gone = False
         self._read_timeout = read_timeout
         self._idle: IDelayedCall | None = None
-        self._pending = b""  # upstream bytes received, not translated yet
-        self._next_slice: IDelayedCall | None = None
-        self._lost: Failure | None = None  # the upstream ended while slices were pending
+        self._pending: deque[bytes] = deque()  # upstream bytes received, not translated yet
+        self._spent = 0  # bytes translated in this reactor turn
+        self._tick: IDelayedCall | None = None  # the next turn: budget renewed, queue drained
+        self._lost: Failure | None = None  # the upstream ended while bytes were queued
 
     @property
     def client_left(self) -> bool:
@@ -79,23 +82,34 @@ class SSEBridge(Protocol):
         if self._closed:
             return
         self._watch()
-        if self._next_slice is not None:  # an earlier read is still being translated: after it
-            self._pending += data
-        else:
-            self._pending = data
-            self._translate_slice()
-
-    def _translate_slice(self) -> None:
-        self._next_slice = None
-        size = self.slice_bytes
-        piece, self._pending = self._pending[:size], self._pending[size:]
-        if not self._closed:
-            self._translate(self._decoder.feed, piece)
-        if self._pending and not self._closed:
-            self._next_slice = self.reactor.callLater(0, self._translate_slice)
+        if self._tick is None:
+            self._tick = self.reactor.callLater(0, self._next_turn)
+        room = self.slice_bytes - self._spent
+        if self._pending or room <= 0:  # after what waits, or this turn has had its share
+            self._pending.append(data)
             return
-        self._pending = b""
-        if self._lost is not None:
+        if len(data) > room:
+            data, rest = data[:room], data[room:]
+            self._pending.append(rest)
+        self._spent += len(data)
+        self._translate(self._decoder.feed, data)
+
+    def _next_turn(self) -> None:
+        self._tick = None
+        self._spent = 0
+        while self._pending and self._spent < self.slice_bytes and not self._closed:
+            data = self._pending.popleft()
+            room = self.slice_bytes - self._spent
+            if len(data) > room:
+                data, rest = data[:room], data[room:]
+                self._pending.appendleft(rest)
+            self._spent += len(data)
+            self._translate(self._decoder.feed, data)
+        if self._closed:
+            self._pending.clear()
+        if self._pending or (self._spent and self._lost is None):
+            self._tick = self.reactor.callLater(0, self._next_turn)
+        elif self._lost is not None:
             self._end(self._lost)
 
     def _watch(self) -> None:
@@ -137,12 +151,15 @@ class SSEBridge(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._unwatch()
-        if self._next_slice is not None:
-            self._lost = reason  # ends once the slices before it are written
+        if self._pending:
+            self._lost = reason  # ends once the queued bytes before it are translated
         else:
             self._end(reason)
 
     def _end(self, reason: Failure) -> None:
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
         if not self._closed and reason.check(ResponseDone, PotentialDataLoss):
             self._translate(self._decoder.close)
         if not self._closed:
@@ -169,13 +186,13 @@ class SSEBridge(Protocol):
         self._client_gone = True
         self._closed = True
         self._unwatch()
-        if self._next_slice is not None:
-            self._next_slice.cancel()
-            self._next_slice = None
-            self._pending = b""
-            if self._lost is not None:  # the upstream has ended already
-                self._end(self._lost)
-                return
+        self._pending.clear()
+        if self._lost is not None:  # the upstream has ended already
+            self._end(self._lost)
+            return
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
         if self.transport is not None:
             self.transport.stopProducing()
 
