@@ -112,3 +112,20 @@ def test_client_leaving_drops_pending_slices() -> None:
     bridge.connectionLost(Failure(ResponseDone()))
     assert client.value() == written
     assert bridge.done.called
+
+
+def test_a_long_queue_pauses_the_upstream_until_translated() -> None:
+    clock = Clock()
+    client, upstream, bridge = streaming_pair(clock)
+    bridge.dataReceived(sse(CHUNK) * 600)  # about 170 KB in one read: more than queue_limit
+    assert upstream.producerState == "paused"
+    clock.advance(0)  # (task.Clock also runs the turns each turn schedules)
+    assert client.value().count(b"text_delta") == 600
+    assert upstream.producerState == "producing"
+
+    client.producer.pauseProducing()  # a full client holds the upstream even once the queue drains
+    bridge.dataReceived(sse(CHUNK) * 600)
+    clock.advance(0)
+    assert upstream.producerState == "paused"
+    client.producer.resumeProducing()
+    assert upstream.producerState == "producing"
