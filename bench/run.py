@@ -4,7 +4,7 @@ One run starts the lean fake upstream (bench/fakeupstream.py), ``twistd gatewayd
 on the sample configuration (translation, file-log and log_statistics on), and
 drives both with ``wrk`` (non-streaming) and an asyncio client (streams).  The
 gateway is pinned to CPU 0, the fake and the load generators to CPU 1.  It
-prints a markdown table; ``--long`` adds the slow-reader and idle-streams
+prints a markdown table; ``--long`` adds the idle-streams
 memory measurements, ``--litellm`` the LiteLLM comparison.
 """
 
