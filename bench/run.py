@@ -4,7 +4,7 @@ One run starts the lean fake upstream (bench/fakeupstream.py), ``twistd gatewayd
 on the sample configuration (translation, file-log and log_statistics on), and
 drives both with ``wrk`` (non-streaming) and an asyncio client (streams).  The
 gateway is pinned to CPU 0, the fake and the load generators to CPU 1.  It
-prints a markdown table; ``--long`` adds the slow-reader and idle-streams
+prints a markdown table; ``--long`` adds the idle-streams
 memory measurements, ``--litellm`` the LiteLLM comparison.
 """
 
@@ -67,15 +67,26 @@ def pinned(cpu: str, argv: list[str]) -> list[str]:
 def rss_mb(pid: int) -> float:
     """Resident memory of ``pid`` and its children (workers), in MB."""
     total = 0
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(p) for p in children.read_text().split()]
-    for each in pids:
+    for each in _pids(pid):
         for line in Path(f"/proc/{each}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1])
     return total / 1024
+
+
+def _pids(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [pid] + ([int(p) for p in children.read_text().split()] if children.exists() else [])
+
+
+def cpu_seconds(pid: int) -> list[float]:
+    """User + system CPU seconds so far of ``pid`` and of each of its children (workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    times = []
+    for each in _pids(pid):
+        fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        times.append((int(fields[11]) + int(fields[12])) / tick)  # utime, stime
+    return times
 
 
 class Process:
@@ -182,12 +193,18 @@ def wrk(workdir: Path, url: str, body: dict, connections: int, seconds: float, t
     script = workdir / f"wrk-{abs(hash(json.dumps(body)))}.lua"
     script.write_text(WRK_SCRIPT % _lua_string(json.dumps(body)))
     argv = pinned(LOAD_CPU, ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "-s", str(script), url])
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     output = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     found = re.search(r"^BENCH (.*)$", output, re.M)
     if found is None:
         raise RuntimeError(f"wrk printed no summary:\n{output}")
     result = json.loads(found.group(1))
     result["rps"] = result["requests"] / result["seconds"]
+    result["wrk_cpu"] = wrk_cpu
     if result["errors"] or result["socket_errors"]:
         print(f"  warning: {url}: {result['errors']} bad statuses, {result['socket_errors']} socket errors", file=sys.stderr)
     return result
@@ -277,7 +294,8 @@ def translation_cpu(repeat: int = 200) -> dict:
 
 # --- memory under backpressure and idle streams (--long) -------------------------------------------
 
-async def _slow_reader(url: str, seconds: float, rate: int, pid: int) -> dict:
+async def _slow_reader(url: str, total: int, rate: int, pid: int) -> dict:
+    """Read ``total`` bytes of one stream at ``rate`` bytes/s, sampling the gateway's RSS."""
     host, port = url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port), limit=16384)
     sock = writer.get_extra_info("socket")
@@ -289,12 +307,17 @@ async def _slow_reader(url: str, seconds: float, rate: int, pid: int) -> dict:
     )
     received, samples = 0, []
     started = time.monotonic()
-    while (elapsed := time.monotonic() - started) < seconds:
-        received += len(await reader.read(rate // 10))
-        samples.append(rss_mb(pid))
+    while received < total:
+        data = await reader.read(rate // 10)
+        if not data:
+            break
+        received += len(data)
+        samples.append((received, rss_mb(pid)))
         await asyncio.sleep(max(0.0, received / rate - (time.monotonic() - started)))
     writer.close()
-    return {"received_mb": received / 1e6, "rss_first": samples[0], "rss_max": max(samples), "rss_last": samples[-1]}
+    after_first_mb = next((rss for at, rss in samples if at >= 1_000_000), samples[-1][1])
+    return {"received_mb": received / 1e6, "seconds": time.monotonic() - started, "rss_first": samples[0][1],
+            "rss_1mb": after_first_mb, "rss_max": max(rss for _, rss in samples), "rss_last": samples[-1][1]}
 
 
 async def _idle_streams(url: str, count: int) -> list:
@@ -317,22 +340,29 @@ async def _idle_streams(url: str, count: int) -> list:
     return writers
 
 
-def long_measurements(workdir: Path, args: argparse.Namespace) -> list[tuple[str, str, str, str]]:
-    rows = []
+def slow_reader(workdir: Path, args: argparse.Namespace) -> tuple[str, str, str, str]:
+    """A 50 MB answer read slowly: 10 MB at 1 MB/s by default (the upstream could send
+    hundreds of MB/s), all 50 MB at 100 KB/s (over 8 minutes) with ``--slow-full``."""
+    total, rate = (50_000_000, 100_000) if args.slow_full else (10_000_000, 1_000_000)
     chunk = 1000
     big = Fake(workdir, "big-fake", "--chunks", str(50_000_000 // chunk), "--chunk-bytes", str(chunk))
     gateway = Gateway(workdir, big, "slow")
     try:
         wrk(workdir, gateway.url + "/anything/v1/messages", SMALL_REQUEST, 1, 1)  # warm up
-        print(f"  slow reader: 50 MB answer read at 100 KB/s for {args.slow_seconds:.0f}s ...", file=sys.stderr)
-        slow = asyncio.run(_slow_reader(gateway.url, args.slow_seconds, 100_000, gateway.pid))
-        rows.append((
-            f"RSS, 50 MB stream read at 100 KB/s for {args.slow_seconds:.0f} s ({slow['received_mb']:.1f} MB read)",
-            "", f"{slow['rss_first']:.1f} → max {slow['rss_max']:.1f} → {slow['rss_last']:.1f} MB", "flat",
-        ))
+        print(f"  slow reader: {total / 1e6:.0f} MB of a 50 MB answer at {rate / 1000:.0f} KB/s ...", file=sys.stderr)
+        slow = asyncio.run(_slow_reader(gateway.url, total, rate, gateway.pid))
+        return (
+            f"RSS, 50 MB stream read at {rate / 1000:.0f} KB/s ({slow['received_mb']:.1f} MB read in {slow['seconds']:.0f} s)",
+            "", f"{slow['rss_first']:.1f} → {slow['rss_1mb']:.1f} at 1 MB → max {slow['rss_max']:.1f} → "
+            f"{slow['rss_last']:.1f} MB at the end", "flat",
+        )
     finally:
         gateway.stop()
         big.stop()
+
+
+def long_measurements(workdir: Path, args: argparse.Namespace) -> list[tuple[str, str, str, str]]:
+    rows = []
     held = Fake(workdir, "held-fake", "--chunks", "1", "--hold")
     gateway = Gateway(workdir, held, "idle")
     try:
@@ -356,6 +386,83 @@ def long_measurements(workdir: Path, args: argparse.Namespace) -> list[tuple[str
     return rows
 
 
+def workers_comparison(workdir: Path, fake: Fake, processes: list, seconds: float) -> list[tuple[str, str, str, str]]:
+    """1 vs 2 workers, unpinned, with where the two cores' time went in the 2-worker run."""
+    print("  1 vs 2 workers ...", file=sys.stderr)
+    rates, spent = {}, {}
+    for workers in (1, 2):
+        each = Gateway(workdir, fake, f"workers{workers}", cpu=None, workers=workers)
+        processes.append(each)
+        wrk(workdir, each.url + "/anything/v1/messages", SMALL_REQUEST, 64, 1)
+        gateway_before, fake_before = cpu_seconds(each.pid), sum(cpu_seconds(fake.pid))
+        result = wrk(workdir, each.url + "/anything/v1/messages", SMALL_REQUEST, 64, seconds)
+        gateway_cpu = [b - a for a, b in zip(gateway_before, cpu_seconds(each.pid))]
+        spent[workers] = (gateway_cpu, sum(cpu_seconds(fake.pid)) - fake_before, result["wrk_cpu"], result["seconds"])
+        rates[workers] = result["rps"]
+        each.stop()
+    gateway_cpu, fake_cpu, wrk_cpu, wall = spent[2]
+    per_request = sum(spent[1][0]) / (rates[1] * spent[1][3])
+    ceiling = (2 * wall - fake_cpu - wrk_cpu) / wall / per_request / rates[1]
+    return [
+        ("throughput c=64, 1 worker → 2 workers (unpinned)", "",
+         f"{rates[1]:.0f} → {rates[2]:.0f} req/s ({rates[2] / rates[1]:.2f}x)", "≥ 1.7x"),
+        ("2 workers: cores used by the workers / wrk / the fake", "",
+         f"{' + '.join(f'{c / wall:.2f}' for c in gateway_cpu)} / {wrk_cpu / wall:.2f} / {fake_cpu / wall:.2f} "
+         f"(what wrk and the fake leave allows {ceiling:.2f}x at one worker's CPU per request)", ""),
+    ]
+
+
+LITELLM_VENV = Path(tempfile.gettempdir()) / "gatewayd-bench-litellm"
+
+
+def litellm(workdir: Path, seconds: float) -> list[tuple[str, str, str, str]]:
+    """LiteLLM's proxy, Anthropic /v1/messages to Vertex AI Gemini, against its own lean fake."""
+    python = LITELLM_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"  installing litellm[proxy] into {LITELLM_VENV} ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "litellm[proxy]", "google-auth"], check=True)
+    fake = Fake(workdir, "litellm-fake")
+    from gatewayd.fakevertex.auth import ServiceAccount
+
+    key = workdir / "litellm-sa.json"
+    key.write_text(json.dumps(ServiceAccount.generate(fake.url + "/token", "bench-project").info()))
+    config = workdir / "litellm.yaml"
+    config.write_text(
+        "model_list:\n  - model_name: claude-sonnet-4-5\n    litellm_params:\n"
+        "      model: vertex_ai/gemini-2.0-flash\n      vertex_project: bench-project\n"
+        f"      vertex_location: us-central1\n      vertex_credentials: {key}\n      api_base: {fake.url}\n"
+    )
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY="true", LITELLM_LOG="ERROR")
+    proxy = Process(pinned(GATEWAY_CPU, [str(LITELLM_VENV / "bin" / "litellm"), "--config", str(config),
+                                         "--host", "127.0.0.1", "--port", str(port)]), workdir / "litellm.log", env)
+    url = f"http://127.0.0.1:{port}/v1/messages"
+    try:
+        def up() -> bool:
+            with socket.socket() as probe:
+                return probe.connect_ex(("127.0.0.1", port)) == 0
+        wait_for(up, timeout=120, what=f"litellm to listen (log: {proxy.log_path})")
+        wrk(workdir, url, SMALL_REQUEST, 4, 2)
+        print("  litellm c=1, c=64 ...", file=sys.stderr)
+        one = wrk(workdir, url, SMALL_REQUEST, 1, seconds)
+        many = wrk(workdir, url, SMALL_REQUEST, 64, seconds)
+        return [
+            ("LiteLLM proxy on the same fake: latency p50 / p99, c=1", "",
+             f"{ms(one['p50_us'], True)} / {ms(one['p99_us'], True)}", ""),
+            ("LiteLLM proxy: throughput c=64, pinned to one core", "",
+             f"{many['rps']:.0f} req/s ({many['socket_errors']} socket errors/timeouts)", "gatewayd ≥ 10x"),
+            ("LiteLLM proxy: RSS after load", "", f"{rss_mb(proxy.pid):.1f} MB", ""),
+        ]
+    finally:
+        proxy.stop()
+        fake.stop()
+
+
 # --- the run ---------------------------------------------------------------------------------------
 
 def ms(seconds_or_us: float, us: bool = False) -> str:
@@ -365,8 +472,11 @@ def ms(seconds_or_us: float, us: bool = False) -> str:
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0, help="duration of each wrk run")
-    parser.add_argument("--long", action="store_true", help="also the slow-reader and idle-streams memory runs")
-    parser.add_argument("--slow-seconds", type=float, default=30.0)
+    parser.add_argument("--long", action="store_true", help="also the idle-streams memory run")
+    parser.add_argument("--slow-full", action="store_true",
+                        help="the slow reader reads all 50 MB at 100 KB/s (8+ minutes) instead of 10 MB at 1 MB/s")
+    parser.add_argument("--litellm", action="store_true",
+                        help=f"also LiteLLM's proxy on the same fake (installed into {LITELLM_VENV} on first use)")
     parser.add_argument("--idle-streams", type=int, default=1000)
     parser.add_argument("--no-workers", action="store_true", help="skip the 1 vs 2 workers comparison")
     args = parser.parse_args(argv)
@@ -407,9 +517,13 @@ def main(argv: list[str]) -> None:
             rows.append((f"non-streaming latency {p}, c=1", ms(d, True), f"{ms(g, True)} (+{ms(g - d, True)})", target))
         print("  c=64 throughput, gateway on one core ...", file=sys.stderr)
         direct = wrk(workdir, direct_url, GEMINI_REQUEST, 64, seconds)
+        cpu_before = sum(cpu_seconds(gateway.pid))
         through = wrk(workdir, gateway_url, SMALL_REQUEST, 64, seconds)
+        cpu_used = sum(cpu_seconds(gateway.pid)) - cpu_before
         rows.append(("throughput c=64, gateway pinned to one core", f"{direct['rps']:.0f} req/s",
                      f"{through['rps']:.0f} req/s (p50 {ms(through['p50_us'], True)})", "> 1,000 req/s"))
+        rows.append(("gateway CPU per request (c=64 run)", "",
+                     f"{cpu_used / through['requests'] * 1000:.3f} ms ({cpu_used / through['seconds']:.2f} of its core busy)", ""))
         print("  streams c=16 ...", file=sys.stderr)
         count = 800
         sd = streams(fake.url, MODEL_PATH + ":streamGenerateContent?alt=sse", GEMINI_REQUEST, 16, count, False)
@@ -424,24 +538,19 @@ def main(argv: list[str]) -> None:
         rows.append(("file-log records written", "", f"{records}", "one per request"))
         gateway.stop()
         if not args.no_workers:
-            print("  1 vs 2 workers ...", file=sys.stderr)
-            rates = {}
-            for workers in (1, 2):
-                each = Gateway(workdir, fake, f"workers{workers}", cpu=None, workers=workers)
-                processes.append(each)
-                wrk(workdir, each.url + "/anything/v1/messages", SMALL_REQUEST, 64, 1)
-                rates[workers] = wrk(workdir, each.url + "/anything/v1/messages", SMALL_REQUEST, 64, seconds)["rps"]
-                each.stop()
-            rows.append(("throughput c=64, 1 worker → 2 workers (unpinned)", "",
-                         f"{rates[1]:.0f} → {rates[2]:.0f} req/s ({rates[2] / rates[1]:.2f}x)", "≥ 1.7x"))
+            rows += workers_comparison(workdir, fake, processes, seconds)
     finally:
         for process in processes:
             process.stop()
+    rows.append(slow_reader(workdir, args))
     if args.long:
         rows += long_measurements(workdir, args)
     else:
-        rows.append(("slow reader / idle streams memory", "", "not run (add --long)", ""))
-    rows.append(("LiteLLM on the same fake", "", "not run (not installed by this bench)", ""))
+        rows.append(("idle streams memory", "", "not run (add --long)", ""))
+    if args.litellm:
+        rows += litellm(workdir, seconds)
+    else:
+        rows.append(("LiteLLM on the same fake", "", "not run (add --litellm)", ""))
     print_table(rows)
 
 

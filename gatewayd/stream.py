@@ -1,30 +1,39 @@
 """The stream pipeline: an upstream Gemini SSE body, translated, to one client.
 
 :class:`SSEBridge` is the ``Protocol`` handed to the upstream response's
-``deliverBody``.  It registers the upstream transport as the push producer of
-the client's request, so when the client reads slowly Twisted pauses the
-upstream socket, and nothing piles up in memory.  The translation itself is
+``deliverBody``.  It registers itself as the push producer of the client's
+request and pauses the upstream socket while the client reads slowly or its
+own queue of untranslated bytes is long, so nothing piles up in memory.  The translation itself is
 the pure :class:`gatewayd.translate.StreamTranslator`.
+
+One upstream read may carry hundreds of chunks (a fast model, or an upstream
+that batches), delivered as many ``dataReceived`` calls within one reactor
+turn; nothing written leaves before that turn ends.  So the bridge translates
+at most ``slice_bytes`` per turn and queues the rest for the next turns: the
+first events leave at once and concurrent streams take turns.
 """
 
 from __future__ import annotations
 
 import json
+from collections import deque
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.server import Request
+from zope.interface import implementer
 
 from gatewayd import errors
 from gatewayd.translate import GeminiSSEDecoder, StreamTranslator, encode_event
 
 
+@implementer(IPushProducer)
 class SSEBridge(Protocol):
     """Translates one upstream stream into Anthropic SSE events on ``request``.
 
@@ -34,6 +43,10 @@ class SSEBridge(Protocol):
     """
 
     log = Logger()
+    #: Bytes of upstream data translated per reactor turn (a few dozen chunks).
+    slice_bytes = 4096
+    #: Queued upstream bytes past which the upstream is paused until the queue drains.
+    queue_limit = 65536
 
     def __init__(
         self,
@@ -55,6 +68,13 @@ class SSEBridge(Protocol):
         self._client_gone = False
         self._read_timeout = read_timeout
         self._idle: IDelayedCall | None = None
+        self._pending: deque[bytes] = deque()  # upstream bytes received, not translated yet
+        self._spent = 0  # bytes translated in this reactor turn
+        self._tick: IDelayedCall | None = None  # the next turn: budget renewed, queue drained
+        self._lost: Failure | None = None  # the upstream ended while bytes were queued
+        self._queued = 0  # bytes in _pending
+        self._client_paused = False
+        self._upstream_paused = False
 
     @property
     def client_left(self) -> bool:
@@ -62,13 +82,75 @@ class SSEBridge(Protocol):
 
     def connectionMade(self) -> None:
         # message_start waits for the first chunk, which carries the prompt's token count.
-        self.request.registerProducer(self.transport, True)
+        # The bridge is the client's producer: it pauses the upstream for a full client
+        # buffer and for its own queue of untranslated bytes.
+        self.request.registerProducer(self, True)
         self._watch()
 
     def dataReceived(self, data: bytes) -> None:
-        if not self._closed:
-            self._watch()
+        if self._closed:
+            return
+        self._watch()
+        if self._tick is None:
+            self._tick = self.reactor.callLater(0, self._next_turn)
+        room = self.slice_bytes - self._spent
+        if self._pending or room <= 0:  # after what waits, or this turn has had its share
+            self._queue(data)
+            return
+        if len(data) > room:
+            data, rest = data[:room], data[room:]
+            self._queue(rest)
+        self._spent += len(data)
+        self._translate(self._decoder.feed, data)
+
+    def _next_turn(self) -> None:
+        self._tick = None
+        self._spent = 0
+        while self._pending and self._spent < self.slice_bytes and not self._closed:
+            data = self._pending.popleft()
+            room = self.slice_bytes - self._spent
+            if len(data) > room:
+                data, rest = data[:room], data[room:]
+                self._pending.appendleft(rest)
+            self._queued -= len(data)
+            self._spent += len(data)
             self._translate(self._decoder.feed, data)
+        if self._closed:
+            self._pending.clear()
+            self._queued = 0
+        self._flow()
+        if self._pending or (self._spent and self._lost is None):
+            self._tick = self.reactor.callLater(0, self._next_turn)
+        elif self._lost is not None:
+            self._end(self._lost)
+
+    def _queue(self, data: bytes) -> None:
+        self._pending.append(data)
+        self._queued += len(data)
+        self._flow()
+
+    def _flow(self) -> None:
+        """Pause the upstream while the client is full or the queue is long, else resume."""
+        paused = self._client_paused or self._queued > self.queue_limit
+        if paused != self._upstream_paused and self.transport is not None and not self._closed:
+            self._upstream_paused = paused
+            if paused:
+                self.transport.pauseProducing()
+            else:
+                self.transport.resumeProducing()
+
+    # IPushProducer, for the client's request
+    def pauseProducing(self) -> None:
+        self._client_paused = True
+        self._flow()
+
+    def resumeProducing(self) -> None:
+        self._client_paused = False
+        self._flow()
+
+    def stopProducing(self) -> None:
+        if self.transport is not None:
+            self.transport.stopProducing()
 
     def _watch(self) -> None:
         """(Re)start the read timeout: the upstream may stay silent that long between chunks."""
@@ -109,6 +191,15 @@ class SSEBridge(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._unwatch()
+        if self._pending:
+            self._lost = reason  # ends once the queued bytes before it are translated
+        else:
+            self._end(reason)
+
+    def _end(self, reason: Failure) -> None:
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
         if not self._closed and reason.check(ResponseDone, PotentialDataLoss):
             self._translate(self._decoder.close)
         if not self._closed:
@@ -135,6 +226,13 @@ class SSEBridge(Protocol):
         self._client_gone = True
         self._closed = True
         self._unwatch()
+        self._pending.clear()
+        if self._lost is not None:  # the upstream has ended already
+            self._end(self._lost)
+            return
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
         if self.transport is not None:
             self.transport.stopProducing()
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from attrs import define, frozen
+from attrs import define, field, frozen
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IConsumer
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IConsumer, IStreamClientEndpoint
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, URI
+from twisted.web.error import SchemeNotSupported
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IBodyProducer, IResponse
+from twisted.web.iweb import IAgent, IAgentEndpointFactory, IBodyProducer, IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
 #: Kong's ``upstream_keepalive_pool_size`` default: idle connections kept per upstream.
@@ -58,6 +60,39 @@ class BytesProducer:
         pass
 
 
+@implementer(IAgentEndpointFactory)
+@define
+class CachedEndpoints:
+    """One endpoint per upstream (scheme, host, port), made once.
+
+    Agent's own factory builds a ``HostnameEndpoint`` for every request, even
+    when the pool then hands back an idle connection, and that constructor runs
+    the host through IDNA: about 5% of a request's CPU in the bench.  Upstream
+    hosts come from the configuration, so the cache stays small.
+    """
+
+    reactor: object
+    connect_timeout: float | None = None
+    tls: IPolicyForHTTPS = field(factory=BrowserLikePolicyForHTTPS)
+    _made: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = field(factory=dict, init=False)
+
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
+        key = (uri.scheme, uri.host, uri.port)
+        endpoint = self._made.get(key)
+        if endpoint is None:
+            endpoint = self._made[key] = self._make(uri)
+        return endpoint
+
+    def _make(self, uri: URI) -> IStreamClientEndpoint:
+        if uri.scheme not in (b"http", b"https"):
+            raise SchemeNotSupported(f"Unsupported scheme: {uri.scheme!r}")
+        kwargs = {} if self.connect_timeout is None else {"timeout": self.connect_timeout}
+        tcp = HostnameEndpoint(self.reactor, uri.host.decode("ascii"), uri.port, **kwargs)
+        if uri.scheme == b"http":
+            return tcp
+        return wrapClientTLS(self.tls.creatorForNetloc(uri.host, uri.port), tcp)
+
+
 @frozen
 class UpstreamClient:
     """POSTs a prepared body to an upstream URL and hands back the unbuffered response."""
@@ -68,7 +103,7 @@ class UpstreamClient:
     def pooled(
         cls, reactor: object, pool: HTTPConnectionPool, connect_timeout: float | None = None
     ) -> "UpstreamClient":
-        return cls(Agent(reactor, connectTimeout=connect_timeout, pool=pool))
+        return cls(Agent.usingEndpointFactory(reactor, CachedEndpoints(reactor, connect_timeout), pool=pool))
 
     def post(
         self,

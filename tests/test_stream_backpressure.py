@@ -35,7 +35,7 @@ def sse(chunk: dict) -> bytes:
     return b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n"
 
 
-def streaming_pair() -> tuple[StringTransport, StringTransport, SSEBridge]:
+def streaming_pair(clock: Clock | None = None) -> tuple[StringTransport, StringTransport, SSEBridge]:
     """A client request being answered by a bridge reading an upstream transport."""
     client = StringTransport()
     channel = HTTPChannel()
@@ -46,7 +46,7 @@ def streaming_pair() -> tuple[StringTransport, StringTransport, SSEBridge]:
     channel.requests.append(request)
     body = {"model": "m", "max_tokens": 10, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     prepared = prepare(body, ModelProfile("gemini-2.0-flash"))
-    bridge = SSEBridge(request, StreamTranslator(prepared, message_id="msg_1", model="m"), Clock())
+    bridge = SSEBridge(request, StreamTranslator(prepared, message_id="msg_1", model="m"), clock or Clock())
     upstream = StringTransport()
     bridge.makeConnection(upstream)
     return client, upstream, bridge
@@ -74,4 +74,58 @@ def test_finished_stream_lets_go_of_the_upstream() -> None:
     assert bridge.done.called
     # Pausing the client now must not touch the upstream any more.
     client.producer.pauseProducing()
+    assert upstream.producerState == "producing"
+
+
+def test_a_large_read_is_written_a_slice_per_reactor_turn() -> None:
+    """Many chunks in one read: the first events go out before the rest is translated,
+    and the end of the upstream waits for the slices before it."""
+    clock = Clock()
+    client, upstream, bridge = streaming_pair(clock)
+    many = sse(CHUNK) * 60  # about 12 KB in one piece, several slices
+    bridge.dataReceived(many[:-3])
+    bridge.dataReceived(many[-3:])  # queued after the slices still waiting
+    for _ in range(40):  # one call per chunk, as the client's chunked decoder delivers them
+        bridge.dataReceived(sse(CHUNK))
+    bridge.dataReceived(sse(LAST))
+    first = client.value()
+    assert b"message_start" in first
+    assert 0 < first.count(b"text_delta") < 100
+    bridge.connectionLost(Failure(ResponseDone()))
+    assert not bridge.done.called
+    while clock.getDelayedCalls():
+        clock.advance(0)
+    body = client.value()
+    assert body.count(b"text_delta") == 100
+    assert body.index(b"message_stop") > body.rindex(b"text_delta")
+    assert bridge.done.called
+
+
+def test_client_leaving_drops_pending_slices() -> None:
+    clock = Clock()
+    client, upstream, bridge = streaming_pair(clock)
+    bridge.dataReceived(sse(CHUNK) * 100)
+    written = client.value()
+    bridge.client_gone()
+    assert not clock.getDelayedCalls()
+    assert upstream.disconnecting or upstream.producerState == "stopped"
+    bridge.connectionLost(Failure(ResponseDone()))
+    assert client.value() == written
+    assert bridge.done.called
+
+
+def test_a_long_queue_pauses_the_upstream_until_translated() -> None:
+    clock = Clock()
+    client, upstream, bridge = streaming_pair(clock)
+    bridge.dataReceived(sse(CHUNK) * 600)  # about 170 KB in one read: more than queue_limit
+    assert upstream.producerState == "paused"
+    clock.advance(0)  # (task.Clock also runs the turns each turn schedules)
+    assert client.value().count(b"text_delta") == 600
+    assert upstream.producerState == "producing"
+
+    client.producer.pauseProducing()  # a full client holds the upstream even once the queue drains
+    bridge.dataReceived(sse(CHUNK) * 600)
+    clock.advance(0)
+    assert upstream.producerState == "paused"
+    client.producer.resumeProducing()
     assert upstream.producerState == "producing"

@@ -10,7 +10,7 @@ import hashlib
 from typing import Any, Mapping
 from urllib.parse import quote, urlencode, urlsplit
 
-from attrs import frozen
+from attrs import field, frozen
 
 from gatewayd.translate import ModelProfile
 
@@ -28,11 +28,17 @@ class Auth:
     header_name: str | None = None
     param_name: str | None = None
     param_location: str = "query"
+    # Hashed once: identity() is looked up on every upstream call.
+    _identity: str = field(init=False, eq=False, repr=False)
+
+    @_identity.default
+    def _digest(self) -> str:
+        digest = hashlib.sha256((self.secret or "").encode("utf-8")).hexdigest()[:16]
+        return f"{self.kind}:{digest}"
 
     def identity(self) -> str:
         """A stable name for these credentials, so equal ones share a token cache."""
-        digest = hashlib.sha256((self.secret or "").encode("utf-8")).hexdigest()[:16]
-        return f"{self.kind}:{digest}"
+        return self._identity
 
     def __repr__(self) -> str:
         return f"Auth(kind={self.kind!r})"

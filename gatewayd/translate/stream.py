@@ -56,10 +56,13 @@ def usage_from_gemini(usage_metadata: dict) -> dict:
     }
 
 
+# Made once: json.dumps with options builds a new encoder per call, and this runs per event.
+_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def encode_event(event: str, data: dict) -> bytes:
     """One Anthropic SSE event on the wire."""
-    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return f"event: {event}\ndata: {payload}\n\n".encode()
+    return f"event: {event}\ndata: {_encode_json(data)}\n\n".encode()
 
 
 def guess_stop_sequence(text: str, sent: tuple[str, ...]) -> str | None:
@@ -75,63 +78,64 @@ def guess_stop_sequence(text: str, sent: tuple[str, ...]) -> str | None:
 class GeminiSSEDecoder:
     """Server-sent events (``data: {json}`` + blank line, CRLF or LF) -> chunk dicts.
 
-    Any split of the byte stream gives the same chunks: only complete lines are read, and a
-    CR at the end of the buffer waits for the byte after it.
+    Any split of the byte stream gives the same chunks: line ends are made LF as bytes
+    arrive (a CR ending one read swallows an LF starting the next), only text up to the
+    last blank line is parsed, and the rest waits.  Each event is one ``json.loads`` of
+    text decoded once per read: this runs for every chunk of every stream.
     """
 
     def __init__(self) -> None:
-        self._buffer = b""
-        self._data: list[bytes] = []
+        self._buffer = b""  # the event being received, line ends already LF
+        self._cr = False  # the last byte fed was a CR
 
     def feed(self, data: bytes) -> list[dict]:
+        if self._cr and data[:1] == b"\n":
+            data = data[1:]
+        if not data:
+            return []
+        self._cr = data[-1:] == b"\r"
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        scan = max(len(self._buffer) - 1, 0)  # the buffer holds no blank line
         buffer = self._buffer + data if self._buffer else data
-        chunks: list[dict] = []
-        start = 0
-        end = len(buffer)
-        while start < end:
-            lf = buffer.find(b"\n", start)
-            cr = buffer.find(b"\r", start, lf if lf >= 0 else end)
-            if cr >= 0:
-                if cr + 1 == end:
-                    break  # CR may be the first half of CRLF
-                stop = cr
-                start_next = cr + 2 if buffer[cr + 1 : cr + 2] == b"\n" else cr + 1
-            elif lf >= 0:
-                stop = lf
-                start_next = lf + 1
-            else:
-                break
-            self._line(buffer[start:stop], chunks)
-            start = start_next
-        self._buffer = buffer[start:]
-        return chunks
+        end = buffer.rfind(b"\n\n", scan)
+        if end < 0:
+            self._buffer = buffer
+            return []
+        self._buffer = buffer[end + 2 :]
+        return self._events(buffer[:end])
 
     def close(self) -> list[dict]:
         """End of stream: an event not followed by a blank line still counts."""
-        chunks: list[dict] = []
-        if self._buffer:
-            self._line(self._buffer.rstrip(b"\r"), chunks)
-            self._buffer = b""
-        self._line(b"", chunks)
-        return chunks
+        buffer, self._buffer, self._cr = self._buffer, b"", False
+        return self._events(buffer) if buffer else []
 
-    def _line(self, line: bytes, chunks: list[dict]) -> None:
-        if not line:
-            if self._data:
-                text = b"\n".join(self._data)
-                self._data = []
-                try:
-                    chunk = json.loads(text)
-                except ValueError as e:
-                    raise TranslationError("stream", f"invalid JSON in an upstream event: {e}") from None
-                if not isinstance(chunk, dict):
-                    raise TranslationError("stream", "upstream event is not a JSON object")
-                chunks.append(chunk)
-            return
-        if line.startswith(b"data:"):
-            value = line[5:]
-            self._data.append(value[1:] if value.startswith(b" ") else value)
-        # Comments (":...") and other fields (event:, id:, retry:) carry nothing for us.
+    def _events(self, block: bytes) -> list[dict]:
+        try:
+            text = block.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise TranslationError("stream", f"invalid UTF-8 in an upstream event: {e}") from None
+        chunks: list[dict] = []
+        for event in text.split("\n\n"):
+            if event.startswith("data: ") and "\n" not in event:
+                payload = event[6:]  # the usual shape: one data line
+            else:
+                data = []
+                for line in event.split("\n"):
+                    if line.startswith("data:"):
+                        data.append(line[6:] if line.startswith("data: ") else line[5:])
+                    # Comments (":...") and other fields (event:, id:, retry:) carry nothing for us.
+                if not data:
+                    continue
+                payload = "\n".join(data)
+            try:
+                chunk = json.loads(payload)
+            except ValueError as e:
+                raise TranslationError("stream", f"invalid JSON in an upstream event: {e}") from None
+            if not isinstance(chunk, dict):
+                raise TranslationError("stream", "upstream event is not a JSON object")
+            chunks.append(chunk)
+        return chunks
 
 
 class StreamTranslator:
