@@ -294,3 +294,16 @@ def test_usage_keeps_last_metadata_and_handles_missing_counts():
     ])
     assert translator.usage == {"input_tokens": 5, "output_tokens": 3, "cache_creation_input_tokens": 0,
                                 "cache_read_input_tokens": 0}
+
+
+@given(st.text(alphabet=" \n\tab", max_size=30), st.lists(st.integers(0, 30), max_size=5))
+@settings(max_examples=200, deadline=None)
+def test_a_text_digest_fed_in_pieces_equals_the_digest_of_the_stripped_whole(text, cuts):
+    from gatewayd.translate.signatures import TextDigest
+    import hashlib
+
+    digest = TextDigest()
+    bounds = sorted({0, len(text), *(min(c, len(text)) for c in cuts)})
+    for start, end in zip(bounds, bounds[1:]):
+        digest.update(text[start:end])
+    assert digest.digest() == hashlib.sha256(text.strip().encode()).digest()

@@ -22,15 +22,15 @@ class SignatureMemory:
         self._size = size
         self._entries: OrderedDict[bytes, str] = OrderedDict()
 
-    def remember(self, text: str, signature: str) -> None:
-        key = _key(text)
+    def remember(self, text: TextDigest, signature: str) -> None:
+        key = text.digest()
         self._entries[key] = signature
         self._entries.move_to_end(key)
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)
 
     def recall(self, text: str) -> str | None:
-        key = _key(text)
+        key = TextDigest.of(text).digest()
         signature = self._entries.get(key)
         if signature is not None:
             self._entries.move_to_end(key)
@@ -40,5 +40,36 @@ class SignatureMemory:
         return len(self._entries)
 
 
-def _key(text: str) -> bytes:
-    return hashlib.sha256(text.strip().encode("utf-8")).digest()
+class TextDigest:
+    """The sha256 of a text's stripped form, fed piece by piece as a stream arrives.
+
+    It keeps no more of the text than its trailing whitespace, so a long answer
+    streamed to a slow client costs no memory for the sake of its signature.
+    """
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._started = False
+        self._pending = ""  # whitespace that counts only if more text follows
+
+    @classmethod
+    def of(cls, text: str) -> "TextDigest":
+        digest = cls()
+        digest.update(text)
+        return digest
+
+    def update(self, piece: str) -> None:
+        if not self._started:
+            piece = piece.lstrip()
+            if not piece:
+                return
+            self._started = True
+        body = piece.rstrip()
+        if body:
+            self._hash.update((self._pending + body).encode("utf-8"))
+            self._pending = piece[len(body):]
+        else:
+            self._pending += piece
+
+    def digest(self) -> bytes:
+        return self._hash.digest()

@@ -19,7 +19,7 @@ import string
 from collections.abc import Callable
 
 from .errors import TranslationError
-from .signatures import SignatureMemory
+from .signatures import SignatureMemory, TextDigest
 from .request import SIGNATURE_NEXT, SIGNATURE_PREVIOUS, SIGNATURE_THOUGHT, MAX_STOP_SEQUENCES, Prepared
 
 Event = tuple[str, dict]
@@ -168,8 +168,8 @@ class StreamTranslator:
         self._signed = False  # the open thinking block has its signature
         self._last_block: str | None = None  # the kind of the block closed last
         self._text_signature: str | None = None  # for the open text block, sent after it
-        self._block_text: list[str] = []  # the open text block's text so far
-        self._trailing: tuple[str, str] | None = None  # (text, signature) of a closed text block
+        self._block_text = TextDigest()  # the open text block's text so far, as a digest
+        self._trailing: tuple[TextDigest, str] | None = None  # (text, signature) of a closed text block
         self._tail = ""  # text held back while looking for stop sequences
         self._last_text = ""  # the end of the answer's visible text so far
         self._usage_metadata: dict = {}
@@ -307,7 +307,7 @@ class StreamTranslator:
             self._text(part["text"], events)
             if self._matched is not None:
                 # Cut at a stop sequence: the answer is over and its text stays last.
-                self._trailing = ("".join(self._block_text), signature)
+                self._trailing = (self._block_text, signature)
                 return
             if self._open != "text":
                 self._open_block(events, {"type": "text", "text": ""}, "text")
@@ -381,7 +381,7 @@ class StreamTranslator:
             self._close(events)
             self._open_block(events, {"type": "text", "text": ""}, "text")
         self._delta(events, {"type": "text_delta", "text": text})
-        self._block_text.append(text)
+        self._block_text.update(text)
         self._last_text = (self._last_text + text)[-64:]
 
     def _open_block(self, events: list[Event], block: dict, kind: str) -> None:
@@ -390,7 +390,7 @@ class StreamTranslator:
             self._trailing = None
             self._signature(SIGNATURE_PREVIOUS + signature, events)
         if kind == "text":
-            self._block_text = []
+            self._block_text = TextDigest()
         self._index += 1
         self._open = kind
         self._signed = False
@@ -407,11 +407,11 @@ class StreamTranslator:
         if self._tail:
             tail, self._tail = self._tail, ""
             self._delta(events, {"type": "text_delta", "text": tail})
-            self._block_text.append(tail)
+            self._block_text.update(tail)
             self._last_text = (self._last_text + tail)[-64:]
         events.append(("content_block_stop", {"type": "content_block_stop", "index": self._index}))
         self._last_block, self._open = self._open, None
         if self._text_signature is not None:
             # Sent only if another block follows: a final answer's text must stay last.
-            self._trailing = ("".join(self._block_text), self._text_signature)
+            self._trailing = (self._block_text, self._text_signature)
             self._text_signature = None
