@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from gatewayd.demo import file_text, wait_for
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PYTHON = sys.executable
@@ -43,21 +45,8 @@ GEMINI_REQUEST = {
 MODEL_PATH = "/v1/projects/bench-project/locations/us-central1/publishers/google/models/gemini-2.0-flash"
 
 
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text().strip() or None
-    except FileNotFoundError:
-        return None
 
 
 def pinned(cpu: str, argv: list[str]) -> list[str]:
@@ -117,7 +106,7 @@ class Fake(Process):
             pinned(LOAD_CPU, [PYTHON, str(HERE / "fakeupstream.py"), "--port-file", str(port_file), *args]),
             workdir / f"{name}.log",
         )
-        self.port = int(wait_for(lambda: _read(port_file), what="the fake upstream"))
+        self.port = int(wait_for(lambda: file_text(port_file), what="the fake upstream"))
         self.url = f"http://127.0.0.1:{self.port}"
 
 

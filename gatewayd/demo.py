@@ -60,7 +60,7 @@ class FakeVertex:
             stdout=self.output,
             stderr=subprocess.STDOUT,
         )
-        self.port = int(wait_for(lambda: _read(port_file), what="the fake's port"))
+        self.port = int(wait_for(lambda: file_text(port_file), what="the fake's port"))
         self.url = f"http://127.0.0.1:{self.port}"
         wait_for(self.key_path.exists, what="the service-account key")
 
@@ -147,7 +147,8 @@ def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-def _read(path: Path) -> str | None:
+def file_text(path: Path) -> str | None:
+    """The stripped text of ``path``, or None while it does not exist (a port file, say)."""
     return path.read_text().strip() if path.exists() else None
 
 
@@ -162,6 +163,19 @@ def _terminate(process: subprocess.Popen[bytes]) -> None:
 
 
 SEED_QUESTION = "Tell me about Anna Komnene's Alexiad."
+
+
+def tool_session_plan(project: Path) -> list:
+    """A Claude Code session for the fake's ``[[plan ...]]`` directive, in ``project``:
+    two Writes in parallel, Read, Edit, then Bash and Glob in parallel."""
+    return [
+        [{"Write": {"file_path": f"{project}/notes.txt", "content": "alpha\nbeta\n"}},
+         {"Write": {"file_path": f"{project}/count.py", "content": "print(len(open('notes.txt').read().split()))\n"}}],
+        {"Read": {"file_path": f"{project}/notes.txt"}},
+        {"Edit": {"file_path": f"{project}/notes.txt", "old_string": "beta", "new_string": "beta\ngamma"}},
+        [{"Bash": {"command": "python3 count.py > count.txt", "description": "Count words"}},
+         {"Glob": {"pattern": "*.txt"}}],
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from gatewayd.demo import tool_session_plan
 from tests.e2e.harness import (
     REPO,
     Daemon,
@@ -135,14 +136,7 @@ def test_multi_turn_tool_session_on_gemini_3(gemini3_daemon, fake, tmp_path):
     """Claude Code runs a scripted plan: parallel Writes, Read, Edit, then Bash and Glob in parallel."""
     project = tmp_path / "project"
     project.mkdir()
-    plan = [
-        [{"Write": {"file_path": f"{project}/notes.txt", "content": "alpha\nbeta\n"}},
-         {"Write": {"file_path": f"{project}/count.py", "content": "print(len(open('notes.txt').read().split()))\n"}}],
-        {"Read": {"file_path": f"{project}/notes.txt"}},
-        {"Edit": {"file_path": f"{project}/notes.txt", "old_string": "beta", "new_string": "beta\ngamma"}},
-        [{"Bash": {"command": "python3 count.py > count.txt", "description": "Count words"}},
-         {"Glob": {"pattern": "*.txt"}}],
-    ]
+    plan = tool_session_plan(project)
     fake.clear()
     result = run_claude(
         gemini3_daemon, "gemini-3-pro-preview", f"Set up the notes. [[plan {json.dumps(plan)}]]", tmp_path,
