@@ -402,9 +402,15 @@ def _answer_timed_out(result: object, timeout: float) -> NoReturn:
     raise _AnswerTimedOut(timeout)
 
 
+def _transport_of(response: IResponse) -> Any:
+    # Twisted exposes the connection only through the response's private
+    # transport proxy (treq's response wraps Twisted's as ``original``).
+    return getattr(getattr(response, "original", response), "_transport", None)
+
+
 def _stop_reading(response: IResponse) -> None:
     """After a read timeout, drop the upstream connection rather than keep reading into nothing."""
-    transport = getattr(getattr(response, "original", response), "_transport", None)
+    transport = _transport_of(response)
     if transport is not None:
         transport.stopProducing()
 
@@ -529,10 +535,8 @@ def respond_error(request: Request, error: errors.APIError) -> None:
 
 
 def _peer_ip(response: IResponse) -> str | None:
-    # Twisted exposes the connection only through the response's private
-    # transport proxy; the IP is worth the peek, since Kong logs it.
-    transport = getattr(getattr(response, "original", response), "_transport", None)
-    producer = getattr(transport, "_producer", None)
+    # The IP is worth the peek at private attributes, since Kong logs it.
+    producer = getattr(_transport_of(response), "_producer", None)
     try:
         return producer.getPeer().host  # type: ignore[union-attr]
     except AttributeError:

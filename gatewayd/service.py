@@ -7,7 +7,6 @@ while ``twistd`` gets the real ones from :mod:`gatewayd.tap`.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Callable, Mapping, Sequence
 
 import attrs
@@ -26,7 +25,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from treq.client import HTTPClient
 from zope.interface import provider
 
-from gatewayd.config import Config, Plugin, Route, Service
+from gatewayd.config import Config, Plugin, Route
 from gatewayd.exchange import Exchange, entity_id
 from gatewayd.keyauth import KeyAuth
 from gatewayd.logs import FileLog, Rotation
@@ -48,7 +47,7 @@ from gatewayd.proxy import (
     MAX_BODY,
     AIProxy,
     BoundedContent,
-    NotFound,
+    Directory,
     body_size,
     messages_tree,
     respond_error,
@@ -147,7 +146,7 @@ class Gateway(application.Service):
         for file_log in retired:
             file_log.file.retire()
         self._retired_logs.extend(retired)
-        self.stats.loaded(_config_hash(config))
+        self.stats.loaded(config.digest)
         return runtime
 
     def startService(self) -> None:
@@ -224,11 +223,12 @@ class Gateway(application.Service):
         for route in config.routes:
             plugins = config.plugins_for(route)
             service = config.services.get(route.service) if route.service else None
+            service_entity = _entity("service", service) if service is not None else None
             handler = RouteHandler(
                 resource=self._route_resource(plugins, compiling),
                 file_logs=self._file_logs(plugins, compiling),
-                route=_route_entity(route),
-                service=_service_entity(service) if service is not None else None,
+                route=_route_entity(route, service_entity),
+                service=service_entity,
                 phases=compile_phases(plugins, config, self._phase_builders()),
             )
             entries.append((route.paths, route.methods, getattr(route, "hosts", None), handler))
@@ -273,7 +273,7 @@ class Gateway(application.Service):
         ai = plugins.get("ai-proxy-advanced")
         if ai is None:
             return UpstreamNotImplemented()
-        resource = RouteResource()
+        resource = Directory()  # an AI route: v1/... below its path, Anthropic's 404 for the rest
         for name, child in messages_tree(self._ai_proxy(ai, compiling)).items():
             resource.putChild(name, child)
         return resource
@@ -354,15 +354,6 @@ class Gateway(application.Service):
             )
         return (compiling.file_logs[key],)
 
-
-class RouteResource(Resource):
-    """An AI route: ``v1/...`` below its path; anything else is Anthropic's 404."""
-
-    def getChild(self, path: bytes, request: Request) -> Resource:
-        return NotFound()
-
-    def render(self, request: Request) -> object:
-        return NotFound().render(request)
 
 
 class NoRoute(Resource):
@@ -556,24 +547,13 @@ def _entity(kind: str, value: Any) -> dict[str, Any]:
     return entity
 
 
-def _route_entity(route: Route) -> dict[str, Any]:
+def _route_entity(route: Route, service: dict[str, Any] | None) -> dict[str, Any]:
+    """The route as Kong logs it, pointing at its service by the service's own id."""
     entity = _entity("route", route)
-    if route.service:
-        entity["service"] = {"id": entity_id("service", route.service)}
+    if service is not None:
+        entity["service"] = {"id": service["id"]}
     return entity
 
-
-def _service_entity(service: Service) -> dict[str, Any]:
-    return _entity("service", service)
-
-
-def _config_hash(config: Config) -> str:
-    """An MD5 of the loaded state, as Kong's ``configuration_hash`` (secrets never leave it)."""
-    digest = hashlib.md5(usedforsecurity=False)
-    for source in config.sources:
-        with open(source, "rb") as file:
-            digest.update(file.read())
-    return digest.hexdigest()
 
 
 def google_token_sources(reactor: Any) -> Callable[[Target], TokenSource]:

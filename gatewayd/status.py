@@ -15,7 +15,7 @@ from typing import Any, Callable
 from attrs import define
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.web.resource import Resource

@@ -227,3 +227,18 @@ def test_a_reload_that_finishes_reading_after_stop_loads_nothing(tmp_path, reloa
     reading.callback(config(tmp_path, model="gemini-2.5-flash"))
     assert r.gateway.runtime is before
     assert pending.result is False
+
+
+def test_a_route_points_at_its_service_by_the_services_own_id(tmp_path):
+    service_id = "0b6a2c1e-2f0e-4a55-9a8e-1c7b3d9e5f42"
+    g = gateway()
+    g.load(config(tmp_path, extra=f"services:\n  - name: example-service\n    id: {service_id}\n    url: http://x/\n"))
+    (candidate,) = g.runtime.table.candidates
+    assert candidate.value.service["id"] == service_id
+    assert candidate.value.route["service"] == {"id": service_id}
+
+
+def test_the_configuration_digest_follows_the_files_text(tmp_path):
+    first = config(tmp_path).digest
+    assert first == config(tmp_path).digest
+    assert config(tmp_path, model="gemini-2.5-flash").digest != first

@@ -115,6 +115,8 @@ class Config:
     """Per source file: its ``_format_version`` and, if given, ``_transform`` and ``_info``."""
     consumers: Mapping[str, Consumer] = field(hash=False, factory=dict)
     """By name (username, else custom_id), as decK matches them across files."""
+    digest: str = ""
+    """MD5 of the state files' text as read, like Kong's ``configuration_hash``."""
 
     def plugins_for(self, route: Route) -> Mapping[str, Plugin]:
         """The enabled plugins that run for ``route``, one per name, Kong's precedence:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -24,6 +25,7 @@ def load_config(path: str, environ: Mapping[str, str]) -> Config:
     state = _State()
     for file in _state_files(path):
         text = _read_text(file)
+        state.digest.update(text.encode("utf-8"))
         document, secrets = load_yaml(text, environ, file)
         try:
             _apply_file(state, file, document)
@@ -75,12 +77,14 @@ class _State:
         self.consumers: dict[str, Consumer] = {}
         self.sources: list[str] = []
         self.files: dict[str, Mapping[str, Any]] = {}
+        self.digest = hashlib.md5(usedforsecurity=False)
 
     def freeze(self) -> Config:
         return Config(services=MappingProxyType(dict(self.services)),
                       routes=tuple(self.routes.values()), plugins=tuple(self.plugins.values()),
                       sources=tuple(self.sources), files=MappingProxyType(dict(self.files)),
-                      consumers=MappingProxyType(dict(self.consumers)))
+                      consumers=MappingProxyType(dict(self.consumers)),
+                      digest=self.digest.hexdigest())
 
 
 class _File:
