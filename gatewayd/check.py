@@ -15,8 +15,8 @@ import sys
 from typing import Mapping, Sequence
 
 from gatewayd.config import load_config
-from gatewayd.reload import INVALID
-from gatewayd.service import Gateway, google_token_sources
+from gatewayd.daemon.reload import INVALID
+from gatewayd.daemon.gateway import Gateway, google_token_sources
 
 
 def check(path: str, environ: Mapping[str, str]) -> str:

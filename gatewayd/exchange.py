@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.web.server import Request
 
 from gatewayd.config import Consumer, KeyCredential
-from gatewayd.logs import REDACTED, redact_headers
+from gatewayd.plugins.file_log import REDACTED, redact_headers
 
 # Fixed namespace, so entity ids are stable across restarts and machines.
 ENTITY_NAMESPACE = uuid.UUID("5f1e3d2c-7b4a-4e8f-9a61-0c2d9e8b7a10")

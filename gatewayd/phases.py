@@ -20,7 +20,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from gatewayd import errors
 from gatewayd.config import Config, Plugin
 from gatewayd.exchange import Exchange
-from gatewayd.proxy import respond_error
+from gatewayd.plugins.ai_proxy_advanced.handler import respond_error
 
 
 class ConfigurationError(ValueError):

@@ -1,7 +1,7 @@
 """Which route serves a request: Kong's rules for paths, methods and hosts.
 
 The table is a value built once per configuration; the resource tree in
-:mod:`gatewayd.service` asks it for every request.
+:mod:`gatewayd.daemon.gateway` asks it for every request.
 """
 
 from __future__ import annotations

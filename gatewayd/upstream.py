@@ -4,7 +4,7 @@ treq's ``HTTPClient.request`` wraps every call in a cookie jar, a redirect
 follower and a gzip decoder and parses the URL with hyperlink (IDNA checks
 included): about a quarter of the gateway's CPU per request in the bench.
 An upstream model API needs none of that, so :class:`UpstreamClient` offers
-the one call :class:`~gatewayd.proxy.AIProxy` makes, with treq's ``post``
+the one call :class:`~gatewayd.plugins.ai_proxy_advanced.handler.AIProxy` makes, with treq's ``post``
 signature, so a ``treq.testing.StubTreq`` still stands in for it in tests.
 """
 

@@ -25,7 +25,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from gatewayd.config import load_config
-from gatewayd.service import GatewayRoot, GatewaySite, build
+from gatewayd.daemon.gateway import GatewayRoot, GatewaySite, build
 
 API_KEY = "upstream-api-key-0123456789"
 FIRST_PORT = 9100

@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 from twisted.internet.task import Clock
 
-from gatewayd.balancer import Balancer, BalancerConfig, Candidate, UnsupportedBalancer
+from gatewayd.plugins.ai_proxy_advanced.balancer import Balancer, BalancerConfig, Candidate, UnsupportedBalancer
 
 
 def balancer(*targets: Candidate, **settings: object) -> tuple[Balancer, Clock]:

@@ -13,8 +13,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from treq.testing import StubTreq
 
 from gatewayd.config import ConfigError, load_config
-from gatewayd.ratelimit import LocalStore, Window, counters
-from gatewayd.status import Stats, status_root
+from gatewayd.plugins.ai_rate_limiting_advanced.handler import LocalStore, Window, counters
+from gatewayd.daemon.status import Stats, status_root
 from tests.test_service import MESSAGES, GatewayInMemory, ask
 
 KEY = "sk-team-alice-0123456789"
@@ -229,7 +229,7 @@ class MetricsTests(GatewayInMemory):
 
 class StatusTests(SynchronousTestCase):
     def test_ready_only_when_said_so(self):
-        from gatewayd.metrics import Metrics
+        from gatewayd.plugins.prometheus import Metrics
 
         stats = Stats()
         client = StubTreq(status_root(stats, Metrics()))

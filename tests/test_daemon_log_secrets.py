@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.logger import formatEvent, globalLogPublisher
 
-from gatewayd.proxy import AIProxy
+from gatewayd.plugins.ai_proxy_advanced.handler import AIProxy
 from tests.inmemory import Gateway, ask, target
 
 

@@ -7,7 +7,7 @@ import json
 
 from twisted.logger import Logger, eventsFromJSONLogFile
 
-from gatewayd.daemonlog import JSONLinesLog, observer
+from gatewayd.daemon.jsonlog import JSONLinesLog, observer
 
 
 def test_events_are_json_lines_with_their_fields_and_text(tmp_path):

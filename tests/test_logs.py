@@ -5,7 +5,7 @@ import os
 
 from twisted.internet.task import Clock
 
-from gatewayd.logs import FileLog, Rotation, redact_headers
+from gatewayd.plugins.file_log import FileLog, Rotation, redact_headers
 
 
 def lines(path):

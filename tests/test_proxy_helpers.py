@@ -1,6 +1,6 @@
 """Small guards of the request path."""
 
-from gatewayd.proxy import _without
+from gatewayd.plugins.ai_proxy_advanced.handler import _without
 
 
 def test_an_error_text_quoting_an_api_key_is_masked():

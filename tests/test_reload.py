@@ -12,8 +12,8 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
 from gatewayd.config import ConfigError, load_config
-from gatewayd.reload import Reloader
-from gatewayd.service import ConfigurationError, Gateway
+from gatewayd.daemon.reload import Reloader
+from gatewayd.daemon.gateway import ConfigurationError, Gateway
 
 SAMPLE = Path(__file__).resolve().parents[1] / "etc" / "gatewayd"
 ENV = {
@@ -103,7 +103,7 @@ def test_a_config_that_does_not_compile_changes_nothing(tmp_path):
 
 
 def test_a_key_that_cannot_be_parsed_names_the_plugin_and_target(tmp_path):
-    from gatewayd.service import google_token_sources
+    from gatewayd.daemon.gateway import google_token_sources
 
     g = Gateway(Clock(), client=None, make_token_source=google_token_sources(Clock()))
     with pytest.raises(ConfigurationError) as raised:

@@ -16,7 +16,7 @@ from treq.testing import StubTreq
 from gatewayd.config import load_config
 from gatewayd.fakevertex.server import FakeVertex, make_resource
 from gatewayd.providers.auth import CredentialsError
-from gatewayd.service import GatewayRoot, build
+from gatewayd.daemon.gateway import GatewayRoot, build
 
 SAMPLE = Path(__file__).resolve().parents[1] / "etc" / "gatewayd"
 MESSAGES = "http://gateway.test/anything/v1/messages"

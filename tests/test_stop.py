@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from twisted.internet.task import Clock
 
-from gatewayd.logs import FileLog
-from gatewayd.service import CUT_REQUESTS_SETTLE, Gateway
+from gatewayd.plugins.file_log import FileLog
+from gatewayd.daemon.gateway import CUT_REQUESTS_SETTLE, Gateway
 
 
 class Transport:

@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request, Site
 from twisted.web.resource import Resource
 
-from gatewayd.stream import SSEBridge
+from gatewayd.plugins.ai_proxy_advanced.stream import SSEBridge
 from gatewayd.translate import ModelProfile, StreamTranslator, prepare
 
 CHUNK = {

@@ -10,7 +10,7 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 
-from gatewayd import systemd
+from gatewayd.daemon import systemd
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from tests.e2e.harness import (
     wait_for,
 )
 
-JSON_LOG = ("--logger", "gatewayd.daemonlog.observer")
+JSON_LOG = ("--logger", "gatewayd.daemon.jsonlog.observer")
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def reload(daemon) -> dict:
     def outcomes():
         return [
             e for e in events(daemon)
-            if e.get("log_namespace") == "gatewayd.reload.Reloader"
+            if e.get("log_namespace") == "gatewayd.daemon.reload.Reloader"
             and ("problem" in e or e["log_format"].startswith("Configuration reloaded"))
         ]
 

@@ -1,5 +1,5 @@
 """The ``adopt:`` endpoint: gatewayd's workers serve a listening socket they inherited."""
 
-from gatewayd.workers import AdoptedPortParser
+from gatewayd.daemon.workers import AdoptedPortParser
 
 adopt = AdoptedPortParser()

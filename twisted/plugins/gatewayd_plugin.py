@@ -4,7 +4,7 @@ from twisted.application.service import ServiceMaker
 
 gatewayd = ServiceMaker(
     "gatewayd",
-    "gatewayd.tap",
+    "gatewayd.daemon.tap",
     "An AI gateway: Anthropic Messages API clients on Google Gemini.",
     "gatewayd",
 )

@@ -22,9 +22,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from gatewayd import systemd
+from gatewayd.daemon import systemd
 from gatewayd.config import Config, ConfigError, load_config
-from gatewayd.service import ConfigurationError, Gateway
+from gatewayd.daemon.gateway import ConfigurationError, Gateway
 
 #: The errors that mean "this configuration cannot be served"; their text names file and entity.
 INVALID = (ConfigError, ConfigurationError)

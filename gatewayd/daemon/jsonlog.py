@@ -1,4 +1,4 @@
-"""The daemon's own log as JSON lines: ``twistd --logger gatewayd.daemonlog.observer``.
+"""The daemon's own log as JSON lines: ``twistd --logger gatewayd.daemon.jsonlog.observer``.
 
 twistd calls a ``--logger`` factory with no arguments, before it starts the
 services, so the destination comes from the environment:

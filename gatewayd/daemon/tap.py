@@ -68,12 +68,12 @@ def makeService(options: Options) -> IService:
     from twisted.application.internet import StreamServerEndpointService
     from twisted.internet import reactor
 
-    from gatewayd import workers
+    from gatewayd.daemon import workers
     from gatewayd.config import load_config
-    from gatewayd.logs import Rotation
-    from gatewayd.reload import INVALID, Reloader, read_in_thread
-    from gatewayd.service import build
-    from gatewayd.systemd import Notifier
+    from gatewayd.plugins.file_log import Rotation
+    from gatewayd.daemon.reload import INVALID, Reloader, read_in_thread
+    from gatewayd.daemon.gateway import build
+    from gatewayd.daemon.systemd import Notifier
 
     rotation = None
     if options["file-log-max-bytes"] is not None:

@@ -2,7 +2,7 @@
 
 :func:`build` composes everything from values it is given (configuration,
 reactor, HTTP client, token sources), so tests build a gateway with fakes
-while ``twistd`` gets the real ones from :mod:`gatewayd.tap`.
+while ``twistd`` gets the real ones from :mod:`gatewayd.daemon.tap`.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from zope.interface import provider
 
 from gatewayd.config import Config, Plugin, Route
 from gatewayd.exchange import Exchange, entity_id
-from gatewayd.keyauth import KeyAuth
-from gatewayd.logs import FileLog, Rotation
-from gatewayd.metrics import Metrics, PrometheusLog
+from gatewayd.plugins.key_auth import KeyAuth
+from gatewayd.plugins.file_log import FileLog, Rotation
+from gatewayd.plugins.prometheus import Metrics, PrometheusLog
 from gatewayd.phases import AccessGate, ConfigurationError, Phases, compile_phases
-from gatewayd.ratelimit import AIRateLimiter, LocalStore, Store, redis_identity, redis_store
-from gatewayd.status import CountingSite, Readiness, Stats, status_root
+from gatewayd.plugins.ai_rate_limiting_advanced.handler import AIRateLimiter, LocalStore, Store, redis_identity, redis_store
+from gatewayd.daemon.status import CountingSite, Readiness, Stats, status_root
 from gatewayd.providers.auth import (
     CredentialsError,
     GoogleTokenSource,
@@ -41,9 +41,9 @@ from gatewayd.providers.auth import (
     service_account_credentials,
 )
 from gatewayd.providers.gemini import Target, target_from_config
-from gatewayd.balancer import Balancer, BalancerConfig, Candidate, UnsupportedBalancer
+from gatewayd.plugins.ai_proxy_advanced.balancer import Balancer, BalancerConfig, Candidate, UnsupportedBalancer
 from gatewayd import errors
-from gatewayd.proxy import (
+from gatewayd.plugins.ai_proxy_advanced.handler import (
     MAX_BODY,
     AIProxy,
     BoundedContent,

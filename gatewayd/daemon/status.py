@@ -21,7 +21,7 @@ from twisted.internet.task import deferLater
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from gatewayd.metrics import Metrics
+from gatewayd.plugins.prometheus import Metrics
 
 #: After the last request finished, a moment for its last bytes to leave the socket: the
 #: reactor's shutdown drops connections without flushing them.

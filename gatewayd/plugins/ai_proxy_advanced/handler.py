@@ -27,11 +27,11 @@ import treq
 from treq.client import HTTPClient
 
 from gatewayd import errors
-from gatewayd.balancer import Balancer, BalancerConfig
+from gatewayd.plugins.ai_proxy_advanced.balancer import Balancer, BalancerConfig
 from gatewayd.exchange import Exchange
 from gatewayd.providers.auth import CredentialsError, TokenSource
 from gatewayd.providers.gemini import Target
-from gatewayd.stream import SSEBridge
+from gatewayd.plugins.ai_proxy_advanced.stream import SSEBridge
 from gatewayd.upstream import UpstreamClient
 from gatewayd.translate import (
     Prepared,

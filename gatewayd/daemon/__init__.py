@@ -1,0 +1,1 @@
+"""The daemon around the request pipeline: twistd options, the gateway service, reload, workers, systemd, status."""

@@ -1,0 +1,1 @@
+"""Kong plugins, one room each: its schema beside its phase handlers."""

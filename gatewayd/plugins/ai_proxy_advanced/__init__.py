@@ -1,0 +1,1 @@
+"""ai-proxy-advanced: the Messages API on Gemini, with Kong's balancer and targets."""

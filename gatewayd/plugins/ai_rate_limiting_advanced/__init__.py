@@ -1,0 +1,1 @@
+"""ai-rate-limiting-advanced: token and cost budgets per consumer."""
