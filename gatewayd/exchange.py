@@ -55,6 +55,9 @@ class Exchange:
     hidden_query: frozenset[str] = frozenset()
     #: Per plugin id, what its access phase leaves for its log phase (Kong's ``ctx.plugin``).
     plugin_data: dict[str, Any] = field(factory=dict)
+    #: The plugin instances collected for this request, in Kong's order: their response
+    #: and log phases run.
+    plugins: list[Any] = field(factory=list)
 
     def record(self, request: Request, finished: float) -> dict[str, Any]:
         """Kong's log record for ``request``, answered by ``finished``."""

@@ -196,7 +196,7 @@ class MetricsTests(GatewayInMemory):
     extra_files = {"40-consumers.yaml": CONSUMERS, "60-prometheus.yaml": PROMETHEUS}
 
     def scrape(self) -> dict:
-        client = StubTreq(status_root(self.gateway.stats, self.gateway.metrics))
+        client = StubTreq(status_root(self.gateway.stats, self.gateway.metrics_registry))
         text = self.successResultOf(self.successResultOf(client.get("http://status.test/metrics")).text())
         return {
             (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -232,7 +232,7 @@ class StatusTests(SynchronousTestCase):
         from gatewayd.plugins.prometheus import Metrics
 
         stats = Stats()
-        client = StubTreq(status_root(stats, Metrics()))
+        client = StubTreq(status_root(stats, Metrics().registry))
 
         def get(path: str) -> tuple[int, dict]:
             response = self.successResultOf(client.get("http://status.test" + path))
@@ -277,7 +277,7 @@ class ConsumerConfigTests(SynchronousTestCase):
              '{username: b, keyauth_credentials: [{key: secret-1}]}]',
              "consumers (b): keyauth_credentials: the same key is already a credential of consumer 'a'"),
             ('consumers: [{username: a, plugins: [{name: key-auth}]}]',
-             "consumers[0] (a): plugins: not supported by gatewayd yet"),
+             "consumers[0] (a).plugins[0] (key-auth): consumer: value must be null"),
         ]
         for body, expected in cases:
             with self.assertRaises(ConfigError) as caught:

@@ -53,19 +53,19 @@ def gateway(clock=None):
 def test_unchanged_credentials_and_file_logs_carry_over(tmp_path):
     g = gateway()
     g.load(config(tmp_path))
-    (token_source,), (file_log,) = g.token_sources.values(), g.file_logs.values()
+    (token_source,), (file_log,) = g.kept.values("gcp-token"), g.kept.values("file-log")
     g.load(config(tmp_path, model="gemini-2.5-flash"))
-    assert list(g.token_sources.values()) == [token_source]
-    assert list(g.file_logs.values()) == [file_log]
+    assert list(g.kept.values("gcp-token")) == [token_source]
+    assert list(g.kept.values("file-log")) == [file_log]
     assert g.make_token_source.made == ['{"key": "one"}']
 
 
 def test_a_new_key_gets_a_new_token_source_and_the_old_one_goes(tmp_path):
     g = gateway()
     g.load(config(tmp_path))
-    (old,) = g.token_sources.values()
+    (old,) = g.kept.values("gcp-token")
     g.load(config(tmp_path, key='{"key": "two"}'))
-    (new,) = g.token_sources.values()
+    (new,) = g.kept.values("gcp-token")
     assert new is not old
     assert g.make_token_source.made == ['{"key": "one"}', '{"key": "two"}']
 
@@ -74,7 +74,7 @@ def test_a_file_log_no_longer_configured_is_flushed_and_closed(tmp_path):
     clock = Clock()
     g = gateway(clock)
     g.load(config(tmp_path))
-    (old,) = g.file_logs.values()
+    (old,) = g.kept.values("file-log")
     old.write({"n": 1})
     g.load(config(tmp_path, log="other.json"))
     assert (tmp_path / "claude.json").read_text() == '{"n":1}\n'
@@ -84,13 +84,13 @@ def test_a_file_log_no_longer_configured_is_flushed_and_closed(tmp_path):
     clock.advance(0)
     assert (tmp_path / "claude.json").read_text().splitlines()[-1] == '{"n":2}'
     assert old.file._file is None
-    assert [f.file.path for f in g.file_logs.values()] == [str(tmp_path / "other.json")]
+    assert [f.file.path for f in g.kept.values("file-log")] == [str(tmp_path / "other.json")]
 
 
 def test_a_config_that_does_not_compile_changes_nothing(tmp_path):
     g = gateway()
     runtime = g.load(config(tmp_path))
-    tokens, logs = dict(g.token_sources), dict(g.file_logs)
+    kept = dict(g.kept.live)
     broken = config(tmp_path, key='{"key": "two"}', log="other.json", extra=(
         "plugins:\n  - name: ai-proxy-advanced\n    route: example-route\n    config:\n"
         "      llm_format: openai\n      targets:\n      - route_type: llm/v1/chat\n"
@@ -99,7 +99,7 @@ def test_a_config_that_does_not_compile_changes_nothing(tmp_path):
     with pytest.raises(ConfigurationError, match="90-extra.yaml"):
         g.load(broken)
     assert g.runtime is runtime
-    assert g.token_sources == tokens and g.file_logs == logs
+    assert g.kept.live == kept
 
 
 def test_a_key_that_cannot_be_parsed_names_the_plugin_and_target(tmp_path):
@@ -162,7 +162,7 @@ def test_a_broken_config_is_logged_and_the_old_one_serves(tmp_path, reloader, ev
 def test_sighup_reopens_the_file_logs(tmp_path, reloader):
     r, answers = reloader
     answers["next"] = succeed(config(tmp_path))
-    (file_log,) = r.gateway.file_logs.values()
+    (file_log,) = r.gateway.kept.values("file-log")
     file_log.write({"n": 1})
     file_log.file.flush()
     (tmp_path / "claude.json").rename(tmp_path / "claude.json.1")
@@ -208,11 +208,11 @@ def test_unchanged_targets_keep_their_balancer_and_what_it_learnt(tmp_path):
     # A reload must not bring a target that is cooling down straight back.
     g = gateway()
     g.load(config(tmp_path))
-    (balancer,) = g.balancers.values()
+    (balancer,) = g.kept.values("ai-proxy-advanced.balancer")
     g.load(config(tmp_path, log="other.json"))
-    assert list(g.balancers.values()) == [balancer]
+    assert list(g.kept.values("ai-proxy-advanced.balancer")) == [balancer]
     g.load(config(tmp_path, model="gemini-2.5-flash"))
-    (changed,) = g.balancers.values()
+    (changed,) = g.kept.values("ai-proxy-advanced.balancer")
     assert changed is not balancer
 
 
@@ -234,8 +234,8 @@ def test_a_route_points_at_its_service_by_the_services_own_id(tmp_path):
     g = gateway()
     g.load(config(tmp_path, extra=f"services:\n  - name: example-service\n    id: {service_id}\n    url: http://x/\n"))
     (candidate,) = g.runtime.table.candidates
-    assert candidate.value.service["id"] == service_id
-    assert candidate.value.route["service"] == {"id": service_id}
+    assert candidate.value.service_entity["id"] == service_id
+    assert candidate.value.route_entity["service"] == {"id": service_id}
 
 
 def test_the_configuration_digest_follows_the_files_text(tmp_path):

@@ -28,7 +28,7 @@ class Request:
 
 def gateway(tmp_path, clock):
     g = Gateway(clock, client=None, shutdown_grace=10.0)
-    g.file_logs[("x", False)] = FileLog.open(str(tmp_path / "claude.json"), clock)
+    g.kept.live[("file-log", "x", False)] = FileLog.open(str(tmp_path / "claude.json"), clock)
     return g
 
 
@@ -40,7 +40,7 @@ def test_stop_waits_for_requests_in_flight_then_closes_the_logs(tmp_path):
     stopped = g.stopService()
     clock.advance(9.9)
     assert not stopped.called and not request.channel.transport.aborted
-    (file_log,) = g.file_logs.values()
+    (file_log,) = g.kept.values("file-log")
     file_log.write({"n": 1})  # the record written as the request finishes
     g.request_done(request)
     assert stopped.called
@@ -55,7 +55,7 @@ def test_at_the_end_of_the_grace_period_requests_are_cut_and_still_logged(tmp_pa
     stopped = g.stopService()
     clock.advance(10.0)
     assert request.channel.transport.aborted and not stopped.called
-    (file_log,) = g.file_logs.values()
+    (file_log,) = g.kept.values("file-log")
     file_log.write({"n": 1, "client_gone": True})
     g.request_done(request)
     assert stopped.called
@@ -81,7 +81,7 @@ def test_a_record_buffered_for_a_file_log_a_reload_retired_is_written_at_stop(tm
 
     g = Gateway(Clock(), client=None, make_token_source=TokenSources())
     g.load(config(tmp_path))
-    (old,) = g.file_logs.values()
+    (old,) = g.kept.values("file-log")
     g.load(config(tmp_path, log="other.json"))
     old.write({"n": 1})  # a request of the first snapshot, finishing just before the stop
     g.stopService()
@@ -98,7 +98,7 @@ def test_a_request_whose_client_already_left_does_not_break_the_stop(tmp_path):
     g.request_started(gone)
     g.request_started(cut)
     stopped = g.stopService()
-    (file_log,) = g.file_logs.values()
+    (file_log,) = g.kept.values("file-log")
     file_log.write({"n": 1})
     clock.advance(10.0)
     assert cut.channel.transport.aborted

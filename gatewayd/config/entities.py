@@ -71,6 +71,8 @@ class Plugin:
     config: Mapping[str, Any] = field(hash=False)
     service: str | None = None
     route: str | None = None
+    #: The consumer's name (username, else custom_id), for a consumer-scoped instance.
+    consumer: str | None = None
     protocols: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     instance_name: str | None = None
@@ -119,11 +121,11 @@ class Config:
     """MD5 of the state files' text as read, like Kong's ``configuration_hash``."""
 
     def plugins_for(self, route: Route) -> Mapping[str, Plugin]:
-        """The enabled plugins that run for ``route``, one per name, Kong's precedence:
-        route and service > route > service > global."""
+        """The enabled plugins that run for ``route`` whoever the consumer, one per name,
+        Kong's precedence: route and service > route > service > global."""
         best: dict[str, tuple[int, Plugin]] = {}
         for plugin in self.plugins:
-            if not plugin.enabled:
+            if not plugin.enabled or plugin.consumer is not None:
                 continue
             if plugin.route is not None and plugin.route != route.name:
                 continue
@@ -134,5 +136,3 @@ class Config:
             if held is None or rank > held[0]:
                 best[plugin.name] = (rank, plugin)
         return MappingProxyType({name: best[name][1] for name in sorted(best)})
-
-

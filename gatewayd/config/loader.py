@@ -13,16 +13,25 @@ from urllib.parse import urlsplit
 
 from attrs import evolve
 
-from gatewayd.plugin_schemas import PLUGIN_SCHEMAS, SchemaError
 
 from .entities import DEFAULT_PORTS, Config, Consumer, KeyCredential, Plugin, Route, Service
 from .errors import ConfigError
+from .schema import PluginSchema, SchemaError
 from .templates import kind_of, load_yaml, redacted
 
 
-def load_config(path: str, environ: Mapping[str, str]) -> Config:
-    """Read a decK state file, or a directory of them applied in name order."""
-    state = _State()
+def load_config(path: str, environ: Mapping[str, str],
+                schemas: Mapping[str, PluginSchema] | None = None) -> Config:
+    """Read a decK state file, or a directory of them applied in name order.
+
+    ``schemas`` are the plugins a file may configure, by name: by default, those of
+    this installation's plugin registry (built-in and third-party).
+    """
+    if schemas is None:
+        from gatewayd.plugins import installed
+
+        schemas = installed().schemas
+    state = _State(schemas)
     for file in _state_files(path):
         text = _read_text(file)
         state.digest.update(text.encode("utf-8"))
@@ -70,10 +79,11 @@ _PLUGIN_NAMESPACE = uuid.UUID("4f7c3a2e-6d0b-5b7e-9a51-2d3c9e8f1a60")
 class _State:
     """The gateway as successive applies leave it: entities by name, plugins by scope."""
 
-    def __init__(self) -> None:
+    def __init__(self, schemas: Mapping[str, PluginSchema]) -> None:
+        self.schemas = schemas
         self.services: dict[str, Service] = {}
         self.routes: dict[str, Route] = {}
-        self.plugins: dict[tuple[str, str | None, str | None], Plugin] = {}
+        self.plugins: dict[tuple[str, str | None, str | None, str | None], Plugin] = {}
         self.consumers: dict[str, Consumer] = {}
         self.sources: list[str] = []
         self.files: dict[str, Mapping[str, Any]] = {}
@@ -91,8 +101,10 @@ class _File:
     """What one file contributes, checked against the state it is applied to."""
 
     def __init__(self, name: str, select_tags: tuple[str, ...],
-                 defaults: Mapping[str, Mapping[str, Any]]) -> None:
+                 defaults: Mapping[str, Mapping[str, Any]],
+                 schemas: Mapping[str, PluginSchema]) -> None:
         self.name = name
+        self.schemas = schemas
         self.select_tags = select_tags
         self.defaults = defaults
         self.services: dict[str, Service] = {}
@@ -120,7 +132,8 @@ def _apply_file(state: _State, file: str, document: Any) -> None:
         raise ConfigError(file, f"unknown top-level key (decK state files have "
                                 f"{', '.join(_TOP_LEVEL)}, ...)", field=str(key))
     info = meta.get("_info", {})
-    current = _File(file, tuple(info.get("select_tags") or ()), info.get("defaults") or {})
+    current = _File(file, tuple(info.get("select_tags") or ()), info.get("defaults") or {},
+                    state.schemas)
     for index, raw in enumerate(_entity_list(current, document, "services")):
         _add_service(current, raw, f"services[{index}]")
     for index, raw in enumerate(_entity_list(current, document, "routes")):
@@ -134,10 +147,10 @@ def _apply_file(state: _State, file: str, document: Any) -> None:
     for route, fields in current.routes.values():
         service = _resolve(fields, "service", route.service, state.services)
         state.routes[route.name] = evolve(route, service=service)
+    state.consumers.update(current.consumers)
     for raw, entity in current.plugins:
         plugin = _build_plugin(current, state, raw, entity)
-        state.plugins[(plugin.name, plugin.service, plugin.route)] = plugin
-    state.consumers.update(current.consumers)
+        state.plugins[(plugin.name, plugin.service, plugin.route, plugin.consumer)] = plugin
     _check_keys(current, state.consumers)
     ids = {}
     for plugin in state.plugins.values():
@@ -463,30 +476,36 @@ def _reference(fields: _Fields, key: str, parent: str | None) -> str | None:
 # --- plugins --------------------------------------------------------------------------------
 
 _PLUGIN_FIELDS = ("name", "id", "enabled", "config", "protocols", "tags", "instance_name",
-                  "service", "route", "created_at", "updated_at")
-_PLUGIN_UNSUPPORTED = ("consumer", "consumer_group", "ordering", "partials")
+                  "service", "route", "consumer", "created_at", "updated_at")
+_PLUGIN_UNSUPPORTED = ("consumer_group", "ordering", "partials")
 
 
 def _plugin_dict(current: _File, raw: Any, entity: str, *, service: str | None = None,
-                 route: str | None = None) -> dict[str, Any]:
+                 route: str | None = None, consumer: str | None = None) -> dict[str, Any]:
     """Check a plugin's shape now; its references are resolved once the file is applied."""
     fields = _Fields(current, raw, entity, _PLUGIN_FIELDS, _PLUGIN_UNSUPPORTED)
     name = fields.get("name", str)
     if name is None:
         raise fields.error("name", "required field missing")
-    if name not in PLUGIN_SCHEMAS:
-        raise fields.error("name", f"unknown plugin {name!r} (gatewayd supports "
-                                   f"{', '.join(sorted(PLUGIN_SCHEMAS))})")
+    if name not in current.schemas:
+        raise fields.error("name", f"unknown plugin {name!r} (gatewayd serves "
+                                   f"{', '.join(sorted(current.schemas))}; others can be "
+                                   "installed as Python packages)")
     return {"fields": fields, "service": _reference(fields, "service", service),
-            "route": _reference(fields, "route", route)}
+            "route": _reference(fields, "route", route),
+            "consumer": _consumer_reference(fields, consumer)}
 
 
 def _build_plugin(current: _File, state: _State, raw: dict[str, Any], entity: str) -> Plugin:
     fields: _Fields = raw["fields"]
     name = fields.raw["name"]
-    schema = PLUGIN_SCHEMAS[name]
+    schema = current.schemas[name]
     service = _resolve(fields, "service", raw["service"], state.services)
     route = _resolve(fields, "route", raw["route"], state.routes)
+    consumer = _resolve_consumer(fields, raw["consumer"], state.consumers)
+    if consumer is not None and schema.no_consumer:
+        raise fields.error("consumer", f"value must be null: {name} cannot be scoped to a "
+                                       "consumer (it is what finds the consumer)")
     try:
         config = schema.validate_config(fields.raw.get("config"))
         protocols = schema.validate_protocols(fields.raw.get("protocols"))
@@ -496,9 +515,10 @@ def _build_plugin(current: _File, state: _State, raw: dict[str, Any], entity: st
     if instance_name is not None and not _NAME.match(instance_name):
         raise fields.error("instance_name", "must contain only letters, digits and . - _ ~")
     plugin_id = fields.uuid() or str(uuid.uuid5(
-        _PLUGIN_NAMESPACE, f"{name}|service={service or ''}|route={route or ''}|consumer="))
+        _PLUGIN_NAMESPACE, f"{name}|service={service or ''}|route={route or ''}|consumer={consumer or ''}"))
     return Plugin(name=name, id=plugin_id, enabled=fields.get("enabled", bool, True),
-                  config=config, service=service, route=route, protocols=protocols,
+                  config=config, service=service, route=route, consumer=consumer,
+                  protocols=protocols,
                   tags=fields.tags(), instance_name=instance_name, source=current.name)
 
 
@@ -517,11 +537,39 @@ def _resolve(fields: _Fields, key: str, reference: str | None,
     return reference
 
 
+def _consumer_reference(fields: _Fields, parent: str | None) -> str | None:
+    """A plugin's ``consumer:``: a username or custom_id, or ``{username|custom_id|id: ...}``."""
+    value = fields.get("consumer", (str, dict))
+    if value is None:
+        return parent
+    if isinstance(value, dict):
+        if len(value) != 1 or not set(value) <= {"username", "custom_id", "id"} \
+                or not isinstance(next(iter(value.values())), str):
+            raise fields.error("consumer", "expected a name, or a mapping with one of "
+                                           "username, custom_id or id")
+        value = ("id:" if "id" in value else "") + next(iter(value.values()))
+    if parent is not None and value != parent:
+        raise fields.error("consumer", f"a nested plugin belongs to {parent!r}, got {value!r}")
+    return value
+
+
+def _resolve_consumer(fields: _Fields, reference: str | None,
+                      consumers: Mapping[str, Consumer]) -> str | None:
+    """The consumer's name (how decK keys it), from any of the ways a plugin names it."""
+    if reference is None:
+        return None
+    for name, consumer in consumers.items():
+        if reference in (name, consumer.username, consumer.custom_id, f"id:{consumer.id}"):
+            return name
+    shown = reference[3:] if reference.startswith("id:") else reference
+    raise fields.error("consumer", f"consumer {shown!r} is not defined")
+
+
 # --- consumers ------------------------------------------------------------------------------
 
-_CONSUMER_FIELDS = ("username", "custom_id", "id", "tags", "keyauth_credentials", "created_at",
-                    "updated_at")
-_CONSUMER_UNSUPPORTED = ("plugins", "groups", "basicauth_credentials", "hmacauth_credentials",
+_CONSUMER_FIELDS = ("username", "custom_id", "id", "tags", "keyauth_credentials", "plugins",
+                    "created_at", "updated_at")
+_CONSUMER_UNSUPPORTED = ("groups", "basicauth_credentials", "hmacauth_credentials",
                          "jwt_secrets", "oauth2_credentials", "acls", "mtls_auth_credentials")
 _CREDENTIAL_FIELDS = ("key", "id", "tags", "ttl", "created_at")
 
@@ -569,6 +617,9 @@ def _add_consumer(current: _File, raw: Any, entity: str) -> None:
     current.consumers[name] = Consumer(
         id=consumer_id, username=username, custom_id=custom_id, tags=fields.tags(),
         keyauth_credentials=tuple(credentials), source=current.name)
+    for index, plugin in enumerate(fields.get("plugins", list, [])):
+        where = f"{entity}.plugins[{index}]"
+        current.plugins.append((_plugin_dict(current, plugin, where, consumer=name), where))
 
 
 def _check_keys(current: _File, consumers: Mapping[str, Consumer]) -> None:

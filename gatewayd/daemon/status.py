@@ -21,7 +21,7 @@ from twisted.internet.task import deferLater
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from gatewayd.plugins.prometheus import Metrics
+from prometheus_client import CollectorRegistry
 
 #: After the last request finished, a moment for its last bytes to leave the socket: the
 #: reactor's shutdown drops connections without flushing them.
@@ -88,13 +88,13 @@ def _json(request: Request, status: int, body: dict[str, Any]) -> bytes:
 class MetricsPage(Resource):
     isLeaf = True
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, registry: CollectorRegistry) -> None:
         super().__init__()
-        self.metrics = metrics
+        self.registry = registry
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader("content-type", CONTENT_TYPE_LATEST)
-        return generate_latest(self.metrics.registry)
+        return generate_latest(self.registry)
 
 
 class StatusPage(Resource):
@@ -139,9 +139,9 @@ class ReadyPage(Resource):
         return _json(request, 503, {"message": f"not ready: {reason}"})
 
 
-def status_root(stats: Stats, metrics: Metrics) -> Resource:
+def status_root(stats: Stats, registry: CollectorRegistry) -> Resource:
     root = Resource()
-    root.putChild(b"metrics", MetricsPage(metrics))
+    root.putChild(b"metrics", MetricsPage(registry))
     root.putChild(b"status", StatusPage(stats))
     return root
 

@@ -18,6 +18,10 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import ILogObserver, Logger
 from zope.interface import implementer
 
+from gatewayd.config import Plugin
+from gatewayd.config.schema import PluginSchema, boolean, map_of, record, string
+from gatewayd.plugins import CompileContext, KongPlugin, refuse
+
 #: Request headers whose values never reach a log.
 SECRET_HEADERS = frozenset(
     {
@@ -31,6 +35,21 @@ SECRET_HEADERS = frozenset(
     }
 )
 REDACTED = "REDACTED"
+
+# Kong 3.13, FileLog.json
+FILE_LOG_CONFIG = record({
+    "custom_fields_by_lua": map_of(string()),
+    "path": string(required=True, match=r"^[^*&%\\`]+$", match_err="not a valid filename"),
+    "reopen": boolean(default=False),
+})
+
+FILE_LOG = PluginSchema(
+    name="file-log",
+    config=FILE_LOG_CONFIG,
+    protocols_allowed=("grpc", "grpcs", "http", "https", "tcp", "tls", "tls_passthrough",
+                       "udp", "ws", "wss"),
+    protocols_default=("grpc", "grpcs", "http", "https"),
+)
 
 
 def redact_headers(headers: Mapping[str, str], also: frozenset[str] = frozenset()) -> dict[str, str]:
@@ -141,7 +160,7 @@ def _open_append(path: str) -> IO[bytes]:
 
 @define
 class FileLog:
-    """One file-log plugin instance: a logger wired to its file."""
+    """One file: a logger wired to its JSON-lines sink, kept across reloads by path."""
 
     file: JSONLinesFile
     logger: Logger
@@ -155,3 +174,37 @@ class FileLog:
 
     def write(self, record: Mapping[str, Any]) -> None:
         self.logger.info("access record for {path}", path=self.file.path, record=record)
+
+    def reopen(self) -> None:
+        self.file.reopen()
+
+    def retire(self) -> None:
+        self.file.retire()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+@frozen
+class FileLogPlugin:
+    """One file-log plugin instance: its log phase appends the record to the file."""
+
+    sink: FileLog
+
+    @classmethod
+    def compile(cls, plugin: Plugin, context: CompileContext) -> "FileLogPlugin":
+        path, reopen = plugin.config["path"], bool(plugin.config["reopen"])
+        if plugin.config.get("custom_fields_by_lua"):
+            raise refuse(plugin, "custom_fields_by_lua", "is not served by gatewayd (it runs Lua)")
+        sink = context.keep(
+            ("file-log", path, reopen),
+            lambda: FileLog.open(path, context.reactor, reopen=reopen,
+                                 rotation=context.facility("file_log_rotation")),
+        )
+        return cls(sink)
+
+    def log(self, request: object, exchange: object, record: Mapping[str, Any]) -> None:
+        self.sink.write(record)
+
+
+plugin = KongPlugin("file-log", priority=9, version="3.13.0", schema=FILE_LOG, compile=FileLogPlugin.compile)

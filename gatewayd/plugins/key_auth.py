@@ -15,14 +15,43 @@ from attrs import frozen
 from twisted.web.server import Request
 
 from gatewayd import errors
-from gatewayd.config import Config, Consumer, KeyCredential, Plugin
+from gatewayd.config import Consumer, KeyCredential, Plugin
+from gatewayd.config.schema import PluginSchema, array, boolean, record, string
 from gatewayd.exchange import Exchange
-from gatewayd.phases import refuse
+from gatewayd.plugins import CompileContext, KongPlugin, refuse
 
 #: Where Anthropic's clients put their key, tried after the configured key names.
 ANTHROPIC_HEADER = "x-api-key"
 MISSING = "No API key found in request"
 INVALID = "Invalid authentication credentials"
+
+# Kong 3.13, KeyAuth.json
+KEY_AUTH_CONFIG = record({
+    "anonymous": string(),
+    "hide_credentials": boolean(default=False),
+    "identity_realms": array(record({
+        "id": string(),
+        "region": string(),
+        "scope": string(one_of=("cp", "realm")),
+    })),
+    "key_in_body": boolean(default=False),
+    "key_in_header": boolean(default=True),
+    "key_in_query": boolean(default=True),
+    "key_names": array(string(match=r"^[A-Za-z0-9_-]+$",
+                              match_err="key names may only contain [a-z], [A-Z], [0-9], "
+                                        "[_] underscore, and [-] hyphen"),
+                       default=["apikey"]),
+    "realm": string(),
+    "run_on_preflight": boolean(default=True),
+})
+
+KEY_AUTH = PluginSchema(
+    name="key-auth",
+    config=KEY_AUTH_CONFIG,
+    protocols_allowed=("grpc", "grpcs", "http", "https", "ws", "wss"),
+    protocols_default=("grpc", "grpcs", "http", "https", "ws", "wss"),
+    no_consumer=True,
+)
 
 
 def key_index(consumers: Mapping[str, Consumer]) -> dict[str, tuple[Consumer, KeyCredential]]:
@@ -47,8 +76,8 @@ class KeyAuth:
     anonymous: Consumer | None = None
 
     @classmethod
-    def from_plugin(cls, plugin: Plugin, config: Config) -> "KeyAuth":
-        settings = plugin.config
+    def compile(cls, plugin: Plugin, context: CompileContext) -> "KeyAuth":
+        settings, config = plugin.config, context.config
         if settings["key_in_body"]:
             raise refuse(plugin, "key_in_body", "not supported by gatewayd yet (keys come in "
                                                 "headers or the query string)")
@@ -116,3 +145,6 @@ def _bearer(request: Request) -> str | None:
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
     return None
+
+
+plugin = KongPlugin("key-auth", priority=1250, version="3.13.0", schema=KEY_AUTH, compile=KeyAuth.compile)

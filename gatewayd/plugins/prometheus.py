@@ -11,13 +11,16 @@ always agree.
 from __future__ import annotations
 
 from typing import Any, Mapping
+from weakref import WeakKeyDictionary
 
 from attrs import define, field, frozen
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from twisted.web.server import Request
 
 from gatewayd.config import Plugin
+from gatewayd.config.schema import PluginSchema, boolean, record
 from gatewayd.exchange import Exchange
+from gatewayd.plugins import CompileContext, KongPlugin
 
 #: Kong's DEFAULT_BUCKETS, in milliseconds.
 LATENCY_BUCKETS = (1, 2, 5, 7, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 100, 200, 300, 400,
@@ -26,6 +29,25 @@ WORKSPACE = "default"
 AI_LABELS = ("ai_provider", "ai_model", "cache_status", "vector_db", "embeddings_provider",
              "embeddings_model", "workspace", "request_mode", "consumer")
 ROUTE_LABELS = ("service", "route", "workspace")
+
+# Kong 3.13, Prometheus.json
+PROMETHEUS_CONFIG = record({
+    "ai_metrics": boolean(default=False),
+    "bandwidth_metrics": boolean(default=False),
+    "latency_metrics": boolean(default=False),
+    "per_consumer": boolean(default=False),
+    "status_code_metrics": boolean(default=False),
+    "upstream_health_metrics": boolean(default=False),
+    "wasm_metrics": boolean(),
+})
+
+PROMETHEUS = PluginSchema(
+    name="prometheus",
+    config=PROMETHEUS_CONFIG,
+    protocols_allowed=("grpc", "grpcs", "http", "https", "tcp", "tls", "tls_passthrough",
+                       "udp", "ws", "wss"),
+    protocols_default=("grpc", "grpcs", "http", "https"),
+)
 
 
 @define
@@ -74,6 +96,17 @@ class Metrics:
             "ai_provider in Kong", AI_LABELS, buckets=LATENCY_BUCKETS, registry=r)
 
 
+_collectors: WeakKeyDictionary[CollectorRegistry, Metrics] = WeakKeyDictionary()
+
+
+def metrics_in(registry: CollectorRegistry) -> Metrics:
+    """Kong's collectors in ``registry``, registered once however often a config is compiled."""
+    metrics = _collectors.get(registry)
+    if metrics is None:
+        metrics = _collectors[registry] = Metrics(registry)
+    return metrics
+
+
 @frozen
 class PrometheusLog:
     """One prometheus plugin instance: which of Kong's metric families it records."""
@@ -86,7 +119,9 @@ class PrometheusLog:
     per_consumer: bool
 
     @classmethod
-    def from_plugin(cls, plugin: Plugin, metrics: Metrics) -> "PrometheusLog":
+    def compile(cls, plugin: Plugin, context: CompileContext) -> "PrometheusLog":
+        """Every instance records into the node's one set of collectors, as Kong's do."""
+        metrics = metrics_in(context.facility("metrics_registry"))
         settings = plugin.config
         return cls(metrics, settings["status_code_metrics"], settings["latency_metrics"],
                    settings["bandwidth_metrics"], settings["ai_metrics"], settings["per_consumer"])
@@ -123,3 +158,6 @@ class PrometheusLog:
                 m.ai_tokens.labels(*labels, token_type).inc(usage.get(token_type) or 0)
             if meta.get("llm_latency") is not None:
                 m.ai_latency.labels(*labels).observe(meta["llm_latency"])
+
+
+plugin = KongPlugin("prometheus", priority=13, version="3.13.0", schema=PROMETHEUS, compile=PrometheusLog.compile)

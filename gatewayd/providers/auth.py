@@ -95,6 +95,10 @@ class GoogleTokenSource:
 
     log = Logger()
 
+    def start(self) -> None:
+        """Fetch a token now, so the first request does not wait for a refresh."""
+        self.token().addErrback(lambda failure: None)  # _failed has logged it
+
     def token(self) -> Deferred[str]:
         if self._token is not None and self.reactor.seconds() < self._valid_until:
             return succeed(self._token)

@@ -1,1 +1,97 @@
-"""ai-proxy-advanced: the Messages API on Gemini, with Kong's balancer and targets."""
+"""ai-proxy-advanced with ``llm_format: anthropic``: the Messages API on Gemini.
+
+``schema.py`` holds Kong's config schema; ``handler.py`` the calls to the
+targets and their translation; ``resources.py`` the endpoints below the route
+(``v1/messages``, ``v1/messages/count_tokens``, ``v1/models``); ``balancer.py``
+Kong's balancer over the targets; ``stream.py`` the SSE bridge with backpressure.
+The plugin answers in the place of the route's service, as Kong's does.
+"""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+
+from gatewayd.config import Plugin
+from gatewayd.plugins import CompileContext, ConfigurationError, KongPlugin
+from gatewayd.providers.auth import CredentialsError, TokenSource
+from gatewayd.providers.gemini import Target, target_from_config
+from gatewayd.translate import SignatureMemory
+
+from .balancer import Balancer, BalancerConfig, Candidate, UnsupportedBalancer
+from .handler import MAX_BODY, AIProxy
+from .resources import AIRoute
+from .schema import AI_PROXY_ADVANCED
+
+log = Logger()
+
+
+def compile(plugin: Plugin, context: CompileContext) -> AIRoute:
+    """The route's answerer: its targets, their credentials and a balancer that remembers
+    their health across reloads while they stay the same."""
+    where = f"{plugin.source}: plugins ({plugin.name}): config"
+    if plugin.config.get("llm_format") != "anthropic":
+        raise ConfigurationError(
+            f"{where}.llm_format: {plugin.config.get('llm_format')!r} is not served yet; gatewayd "
+            "speaks the Anthropic Messages API (llm_format: anthropic)"
+        )
+    targets = []
+    for index, target_config in enumerate(plugin.config["targets"]):
+        try:
+            target = target_from_config(target_config, index)
+        except ValueError as error:
+            raise ConfigurationError(f"{where}.{error}") from None
+        if target.auth.kind == "api_key" and (target_config.get("auth") or {}).get("gcp_service_account_json"):
+            log.warn(
+                "{source}: targets[{index}].auth.gcp_service_account_json is not JSON; "
+                "using it as a Google API key (x-goog-api-key)",
+                source=plugin.source,
+                index=index,
+            )
+        if target.auth.kind in ("service_account", "adc"):
+            context.keep(("gcp-token", target.auth.identity()), lambda: _token_source(where, index, target, context))
+        targets.append(target)
+    try:
+        settings = BalancerConfig.from_config(plugin.config.get("balancer"))
+    except UnsupportedBalancer as error:
+        raise ConfigurationError(f"{where}.{error}") from None
+    candidates = tuple(
+        Candidate(target.model, target_config.get("weight") or 100)
+        for target, target_config in zip(targets, plugin.config["targets"])
+    )
+    balancer = context.keep(
+        ("ai-proxy-advanced.balancer", plugin.id, tuple(targets), candidates, settings),
+        lambda: Balancer(list(candidates), settings, context.reactor),
+    )
+    tokens = {
+        target.auth.identity(): context.keep(("gcp-token", target.auth.identity()), _never)
+        for target in targets
+        if target.auth.kind in ("service_account", "adc")
+    }
+    proxy = AIProxy(
+        plugin_id=plugin.id,
+        targets=tuple(targets),
+        client=context.facility("client_for")(settings.connect_timeout),
+        tokens=tokens,
+        reactor=context.reactor,
+        signatures=context.keep(("ai-proxy-advanced.signatures",), SignatureMemory),
+        balancer=balancer,
+        max_body=plugin.config.get("max_request_body_size") or MAX_BODY,
+    )
+    return AIRoute.serving(proxy)
+
+
+def _token_source(where: str, index: int, target: Target, context: CompileContext) -> TokenSource:
+    try:
+        source: TokenSource = context.facility("token_source_for")(target)
+    except CredentialsError as error:
+        raise ConfigurationError(f"{where}.targets[{index}].auth: {error}") from None
+    return source
+
+
+def _never() -> TokenSource:
+    raise AssertionError("token sources are made while the targets are read")
+
+
+plugin = KongPlugin(
+    "ai-proxy-advanced", priority=770, version="3.13.0", schema=AI_PROXY_ADVANCED, compile=compile
+)

@@ -1,8 +1,8 @@
-"""ai-proxy-advanced with ``llm_format: anthropic``: the Messages API on Gemini.
+"""ai-proxy-advanced's calls to its targets: one Messages API request on Gemini.
 
-The resources here are the edge: they read the client's request, ask the pure
-translator for a Gemini body, call the target with treq, and translate the
-answer (or stream) back.  Everything a request did is noted on its
+:class:`AIProxy` reads the client's request, asks the pure translator for a
+Gemini body, calls the balancer's targets until one answers, and translates
+the answer (or stream) back.  Everything a request did is noted on its
 :class:`~gatewayd.exchange.Exchange` for the log record.
 """
 
@@ -12,8 +12,7 @@ import json
 import math
 import secrets
 import string
-import tempfile
-from typing import IO, Any, Awaitable, Callable, Mapping, NoReturn
+from typing import Any, Awaitable, Callable, Mapping, NoReturn
 
 from attrs import define, frozen
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
@@ -21,17 +20,18 @@ from twisted.internet.error import TimeoutError as ConnectingTimeout
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IResponse
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 import treq
 from treq.client import HTTPClient
 
 from gatewayd import errors
-from gatewayd.plugins.ai_proxy_advanced.balancer import Balancer, BalancerConfig
+from gatewayd.answer import respond_json
+from gatewayd.site import MAX_BODY, body_size, request_body
+from .balancer import Balancer, BalancerConfig
 from gatewayd.exchange import Exchange
 from gatewayd.providers.auth import CredentialsError, TokenSource
 from gatewayd.providers.gemini import Target
-from gatewayd.plugins.ai_proxy_advanced.stream import SSEBridge
+from .stream import SSEBridge
 from gatewayd.upstream import UpstreamClient
 from gatewayd.translate import (
     Prepared,
@@ -39,16 +39,11 @@ from gatewayd.translate import (
     TranslationError,
     count_tokens_body,
     count_tokens_from_gemini,
-    encode_event,
     message_from_gemini,
     prepare,
     translator_for,
 )
 
-#: Anthropic's own limit on a Messages request body.
-MAX_BODY = 32 * 1024 * 1024
-#: Bodies up to this size stay in memory; larger ones go to a temporary file.
-_IN_MEMORY = 100_000
 
 _ALPHABET = string.ascii_letters + string.digits
 
@@ -111,7 +106,7 @@ class AIProxy:
             self._finished(index, exchange)
             if exchange.ai_payload is not None:
                 exchange.ai_payload["response"] = json.dumps(message)
-            _respond_json(request, 200, message)
+            respond_json(request, 200, message)
 
         await self._balance(request, exchange, body, attempt)
 
@@ -128,7 +123,7 @@ class AIProxy:
             raw = await self._read(request, response, exchange)
             self._check(response, raw)
             self.balancer.finished(index)
-            _respond_json(request, 200, count_tokens_from_gemini(json.loads(raw)))
+            respond_json(request, 200, count_tokens_from_gemini(json.loads(raw)))
 
         await self._balance(request, exchange, body, attempt)
 
@@ -153,7 +148,7 @@ class AIProxy:
             try:
                 await attempt(index, target)
                 return
-            except _ClientGone:
+            except ClientGone:
                 self.balancer.released(index)
                 raise
             except _Failed as failed:
@@ -188,7 +183,7 @@ class AIProxy:
         headers = {"Content-Type": "application/json", "User-Agent": "gatewayd/0.1"}
         headers.update(await self._credentials(target))
         if exchange.client_gone:
-            raise _ClientGone()
+            raise ClientGone()
         if exchange.proxy_started is None:
             exchange.proxy_started = self.reactor.seconds()
         pending: Deferred[IResponse] = self.client.post(
@@ -215,7 +210,7 @@ class AIProxy:
             raise _Failed("timeout", errors.upstream_timeout(target.host, "answer")) from None
         except Exception as error:
             if exchange.client_gone:
-                raise _ClientGone() from None
+                raise ClientGone() from None
             if isinstance(error, ConnectingTimeout):
                 raise _Failed("timeout", errors.upstream_timeout(target.host, "connect")) from None
             self.log.warn(
@@ -254,7 +249,7 @@ class AIProxy:
             raise _Failed("timeout", errors.upstream_timeout("the upstream", "body")) from None
         except CancelledError:
             _stop_reading(response)
-            raise _ClientGone() from None
+            raise ClientGone() from None
         exchange.proxy_finished = self.reactor.seconds()
         return raw
 
@@ -280,7 +275,7 @@ class AIProxy:
             self._check(response, await self._read(request, response, exchange))
         if exchange.client_gone:
             _stop_reading(response)
-            raise _ClientGone()
+            raise ClientGone()
         translator = translator_for(
             prepared, message_id=message_id(), model=target.model, memory=self.signatures
         )
@@ -415,72 +410,8 @@ def _stop_reading(response: IResponse) -> None:
         transport.stopProducing()
 
 
-class _ClientGone(Exception):
+class ClientGone(Exception):
     """The client left before the upstream answered; there is no one to answer."""
-
-
-def request_body(request: Request) -> bytes:
-    """The whole request body (Twisted keeps large ones in a temporary file)."""
-    if request.content is None:
-        return b""
-    request.content.seek(0)
-    return request.content.read()
-
-
-def body_size(request: Request) -> int:
-    """How many bytes of body the client sent (counted even past the limit)."""
-    content = request.content
-    if content is None:
-        return 0
-    content.seek(0, 2)
-    size = content.tell()
-    content.seek(0)
-    return size
-
-
-class BoundedContent:
-    """A request body, kept up to ``limit`` bytes; past that only counted.
-
-    Twisted's ``Request`` writes every byte the client sends into its
-    ``content`` file; this one stops keeping them once a body is over the
-    limit (announced by Content-Length or found while reading a chunked
-    body), so an oversized request costs no memory or disk and still gets
-    its 413 answer and its log record.
-    """
-
-    def __init__(self, limit: int, length: int | None) -> None:
-        self.limit = limit
-        self.size = 0
-        self._file: IO[bytes] | None = None
-        if length is None or length <= limit:
-            self._file = tempfile.SpooledTemporaryFile(max_size=_IN_MEMORY)
-
-    @property
-    def over(self) -> bool:
-        return self._file is None
-
-    def write(self, data: bytes) -> None:
-        self.size += len(data)
-        if self._file is None:
-            return
-        if self.size > self.limit:
-            self._file.close()
-            self._file = None
-            return
-        self._file.write(data)
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return 0 if self._file is None else self._file.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self.size if self._file is None else self._file.tell()
-
-    def read(self, size: int = -1) -> bytes:
-        return b"" if self._file is None else self._file.read(size)
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
 
 
 def _read_json(request: Request, limit: int = MAX_BODY) -> dict[str, Any]:
@@ -503,37 +434,6 @@ def _without(text: str, secret: str | None) -> str:
     return text.replace(secret, "REDACTED") if secret else text
 
 
-def _client_there(request: Request) -> bool:
-    exchange: Exchange | None = getattr(request, "gatewayd_exchange", None)
-    return not (request.finished or (exchange is not None and exchange.client_gone))
-
-
-def _respond_json(request: Request, status: int, body: Mapping[str, Any]) -> None:
-    if not _client_there(request):
-        return
-    data = json.dumps(body, ensure_ascii=False).encode("utf-8")
-    request.setResponseCode(status)
-    request.setHeader("content-type", "application/json")
-    request.setHeader("content-length", str(len(data)))
-    request.write(data)
-    request.finish()
-
-
-def respond_error(request: Request, error: errors.APIError) -> None:
-    """Answer with an Anthropic error body, if the client is still there to hear it."""
-    if not _client_there(request):
-        return
-    for name, value in error.headers:
-        request.setHeader(name, value)
-    if request.startedWriting:
-        # The stream has begun: Anthropic reports such faults as an SSE error event.
-        request.write(encode_event("error", error.body()))
-        request.finish()
-        return
-    request.setHeader("x-should-retry", "true" if error.status >= 500 or error.status == 429 else "false")
-    _respond_json(request, error.status, error.body())
-
-
 def _peer_ip(response: IResponse) -> str | None:
     # The IP is worth the peek at private attributes, since Kong logs it.
     producer = getattr(_transport_of(response), "_producer", None)
@@ -543,123 +443,3 @@ def _peer_ip(response: IResponse) -> str | None:
         return None
 
 
-class AIResource(Resource):
-    """Base of the Messages endpoints: runs a coroutine handler per POST."""
-
-    isLeaf = False
-    log = Logger()
-
-    def __init__(self, proxy: AIProxy, handler: str) -> None:
-        super().__init__()
-        self.proxy = proxy
-        self.handler = handler
-
-    def render_POST(self, request: Request) -> object:
-        exchange: Exchange = request.gatewayd_exchange  # type: ignore[attr-defined]
-        Deferred.fromCoroutine(self._run(request, exchange))
-        return NOT_DONE_YET
-
-    def render(self, request: Request) -> object:
-        if request.method == b"POST":
-            return self.render_POST(request)
-        request.setHeader("allow", "POST")
-        respond_error(request, errors.APIError(405, "invalid_request_error", "Method Not Allowed: use POST"))
-        return NOT_DONE_YET
-
-    def getChild(self, path: bytes, request: Request) -> Resource:
-        return NotFound()
-
-    async def _run(self, request: Request, exchange: Exchange) -> None:
-        exchange.handled = Deferred()
-        try:
-            await self._handle(request, exchange)
-        finally:
-            exchange.handled.callback(None)
-
-    async def _handle(self, request: Request, exchange: Exchange) -> None:
-        try:
-            await getattr(self.proxy, self.handler)(request, exchange)
-        except errors.APIError as error:
-            if exchange.tried_targets:
-                exchange.tried_targets[-1].setdefault("error", error.message)
-            respond_error(request, error)
-        except _ClientGone:
-            pass
-        except Exception:
-            # The path only: a query string may carry a client's key (key-auth's key_in_query).
-            self.log.failure("unexpected error serving {path}", path=request.path.decode("latin-1"))
-            respond_error(request, errors.APIError(500, "api_error", "internal gateway error"))
-
-
-class NotFound(Resource):
-    """A path under an AI route that the Messages API does not have."""
-
-    isLeaf = True
-
-    def render(self, request: Request) -> object:
-        respond_error(
-            request,
-            errors.not_found(f"{request.method.decode()} {request.path.decode('latin-1')} is not an endpoint of this gateway"),
-        )
-        return NOT_DONE_YET
-
-
-class Directory(Resource):
-    """An inner node of the tree whose unknown children answer Anthropic's 404."""
-
-    def getChild(self, path: bytes, request: Request) -> Resource:
-        return NotFound()
-
-    def render(self, request: Request) -> object:
-        return NotFound().render(request)
-
-
-def model_info(target: Target) -> dict[str, str]:
-    """One target's model in the shape of Anthropic's ``GET /v1/models`` entries."""
-    return {"type": "model", "id": target.model, "display_name": target.model, "created_at": "1970-01-01T00:00:00Z"}
-
-
-class ModelsResource(Resource):
-    """``GET /v1/models`` and ``/v1/models/{id}``: the route's target models, for clients that ask."""
-
-    isLeaf = True
-
-    def __init__(self, proxy: AIProxy) -> None:
-        super().__init__()
-        self.proxy = proxy
-
-    def render_GET(self, request: Request) -> object:
-        models: dict[str, dict[str, str]] = {}
-        for target in self.proxy.targets:
-            models.setdefault(target.model, model_info(target))
-        if request.postpath and request.postpath != [b""]:
-            wanted = b"/".join(request.postpath).decode("utf-8", "replace")
-            if wanted not in models:
-                respond_error(request, errors.not_found(f"model: {wanted}"))
-                return NOT_DONE_YET
-            _respond_json(request, 200, models[wanted])
-            return NOT_DONE_YET
-        data = list(models.values())
-        _respond_json(
-            request,
-            200,
-            {"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]},
-        )
-        return NOT_DONE_YET
-
-    def render(self, request: Request) -> object:
-        if request.method in (b"GET", b"HEAD"):
-            return self.render_GET(request)
-        request.setHeader("allow", "GET")
-        respond_error(request, errors.APIError(405, "invalid_request_error", "Method Not Allowed: use GET"))
-        return NOT_DONE_YET
-
-
-def messages_tree(proxy: AIProxy) -> dict[bytes, Resource]:
-    """The children an AI route's resource gets: ``v1/messages`` and below, ``v1/models``."""
-    v1 = Directory()
-    messages = AIResource(proxy, "messages")
-    messages.putChild(b"count_tokens", AIResource(proxy, "count_tokens"))
-    v1.putChild(b"messages", messages)
-    v1.putChild(b"models", ModelsResource(proxy))
-    return {b"v1": v1}

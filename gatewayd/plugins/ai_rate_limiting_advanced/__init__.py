@@ -1,1 +1,44 @@
-"""ai-rate-limiting-advanced: token and cost budgets per consumer."""
+"""ai-rate-limiting-advanced: token and cost budgets per consumer, in memory or shared in Redis.
+
+``schema.py`` holds Kong's config schema, ``handler.py`` the windows, the
+counter stores and the phases (a reservation at access, settled at log).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gatewayd.config import Plugin
+from gatewayd.plugins import CompileContext, KongPlugin
+
+from .handler import AIRateLimiter, LocalStore, Store, redis_identity, redis_store
+from .schema import AI_RATE_LIMITING_ADVANCED
+
+
+def compile(plugin: Plugin, context: CompileContext) -> AIRateLimiter | None:
+    """The limiter for one route: it counts in the units of the route's LLM provider.
+
+    Counter stores outlive a snapshot: in memory per plugin id, in Redis one
+    connection per server.
+    """
+    ai = context.siblings.get("ai-proxy-advanced")
+    if ai is None:
+        return None  # no LLM traffic on this route: nothing to count
+    target = ai.config["targets"][0]["model"]
+    key: tuple[Any, ...]
+    if plugin.config["strategy"] == "redis":
+        key = ("ai-rate-limiting-advanced", "redis", *redis_identity(plugin))
+        store: Store = context.keep(key, lambda: redis_store(plugin))
+    else:
+        key = ("ai-rate-limiting-advanced", "local", plugin.id)
+        store = context.keep(key, lambda: LocalStore(context.reactor))
+    return AIRateLimiter.from_plugin(
+        plugin, target["provider"], (target.get("options") or {}).get("input_cost") or 0.0,
+        store, context.reactor,
+    )
+
+
+plugin = KongPlugin(
+    "ai-rate-limiting-advanced", priority=905, version="3.13.0",
+    schema=AI_RATE_LIMITING_ADVANCED, compile=compile,
+)

@@ -28,7 +28,7 @@ from twisted.web.server import Request
 from gatewayd import errors
 from gatewayd.config import Plugin
 from gatewayd.exchange import Exchange
-from gatewayd.phases import refuse
+from gatewayd.plugins import refuse
 
 #: Kong's window labels in the X-AI-RateLimit-* header names; other sizes use the seconds.
 WINDOW_NAMES = {1: "second", 60: "minute", 3600: "hour", 86400: "day", 2592000: "month",
