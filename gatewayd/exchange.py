@@ -58,6 +58,8 @@ class Exchange:
     #: The plugin instances collected for this request, in Kong's order: their response
     #: and log phases run.
     plugins: list[Any] = field(factory=list)
+    #: The router's match (route, matched path, captures), None when no route matched.
+    match: Any = None
 
     def record(self, request: Request, finished: float) -> dict[str, Any]:
         """Kong's log record for ``request``, answered by ``finished``."""

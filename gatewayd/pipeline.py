@@ -15,7 +15,8 @@ the registry for each one configured.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Iterable, Mapping
+import json
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import attrs
 from attrs import frozen
@@ -32,7 +33,7 @@ from gatewayd.answer import respond_error
 from gatewayd.config import Config, Plugin, Route, Service
 from gatewayd.exchange import Exchange, entity_id
 from gatewayd.plugins import CompileContext, IGatewaydPlugin, Registry
-from gatewayd.routing import RouteTable
+from gatewayd.router import RequestFacts, Router, protocol_redirect
 from gatewayd.site import body_size, read_timeout_error
 
 NO_ROUTE = b'{"message":"no Route matched with those values"}'
@@ -85,7 +86,7 @@ class Snapshot:
     """One configuration, compiled: requests keep the snapshot they started with."""
 
     config: Config
-    table: RouteTable[Plan]
+    router: Router[Plan]
     unmatched: Plan
 
 
@@ -107,9 +108,9 @@ def compile_snapshot(
             service_entity=service_entity,
             upstream=make_upstream(service) if service is not None else None,
         )
-        entries.append((route.paths, route.methods, route.hosts, plan))
+        entries.append((route, plan))
     unmatched = Plan(chain=_chain(config, registry, context, None))
-    return Snapshot(config, RouteTable.build(entries), unmatched)
+    return Snapshot(config, Router.build(entries), unmatched)
 
 
 def _chain(config: Config, registry: Registry, context: CompileContext, route: Route | None) -> tuple[Candidates, ...]:
@@ -212,10 +213,10 @@ class GatewayRoot(Resource):
         exchange = Exchange(started=self.gateway.reactor.seconds(), request_size=body_size(request))
         request.gatewayd_exchange = exchange  # type: ignore[attr-defined]
         self.gateway.request_started(request)
-        match = snapshot.table.match(
-            request.method.decode("latin-1"), request.path.decode("latin-1"), request.getHeader("host") or ""
-        )
+        facts = request_facts(request)
+        match = snapshot.router.match(facts)
         plan = snapshot.unmatched if match is None else match.value
+        exchange.match = match
         exchange.route, exchange.service = plan.route_entity, plan.service_entity
         request.notifyFinish().addBoth(self._finished, request, exchange)
         read_timeout = getattr(request, "gatewayd_read_timeout", None)
@@ -223,12 +224,17 @@ class GatewayRoot(Resource):
             # Kong answers an unmatched request before any access phase; only logging runs.
             exchange.plugins = [c.pick(None) for c in plan.chain]
             return NoRoute() if read_timeout is None else RequestTimeout(read_timeout)
-        remainder = match.remainder.strip("/")
-        request.prepath = [s.encode("latin-1") for s in match.matched.strip("/").split("/") if s]
-        request.postpath = [s.encode("latin-1") for s in remainder.split("/")] if remainder else []
+        if match.matched_path is not None:
+            remainder = match.path[len(match.matched_path):].strip("/")
+            request.prepath = [s.encode("latin-1") for s in match.matched_path.strip("/").split("/") if s]
+            request.postpath = [s.encode("latin-1") for s in remainder.split("/")] if remainder else []
         if read_timeout is not None:
             exchange.plugins = [c.pick(None) for c in plan.chain]
             return RequestTimeout(read_timeout)
+        redirect = protocol_redirect(match.route, facts)
+        if redirect is not None:
+            exchange.plugins = [c.pick(None) for c in plan.chain]
+            return ProtocolRedirect(*redirect)
         return RequestLife(plan, exchange)
 
     def _finished(self, result: object, request: Request, exchange: Exchange) -> None:
@@ -296,6 +302,63 @@ class RequestLife(Resource):
         answerer = next((p.resource for p in collected if getattr(p, "resource", None) is not None),
                         self.plan.upstream or NoService())
         request.render(getChildForRequest(answerer, request))
+
+
+class HeaderView(Mapping[str, tuple[str, ...]]):
+    """A request's headers as the router reads them (lower-case name → values), decoded
+    only for the names a route asks about."""
+
+    def __init__(self, request: Request) -> None:
+        self._headers = request.requestHeaders
+
+    def __getitem__(self, name: str) -> tuple[str, ...]:
+        values = self._headers.getRawHeaders(name)
+        if values is None:
+            raise KeyError(name)
+        return tuple(v.decode("latin-1") if isinstance(v, bytes) else v for v in values)
+
+    def __iter__(self) -> Iterator[str]:
+        return (name.decode("latin-1").lower() for name, _ in self._headers.getAllRawHeaders())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._headers.getAllRawHeaders())
+
+
+def request_facts(request: Request) -> RequestFacts:
+    """What Kong's router looks at, read off a twisted.web request."""
+    raw_path, _, query = request.uri.partition(b"?")
+    secure = request.isSecure()
+    transport = getattr(request.channel, "transport", None)
+    sni = getattr(transport, "gatewayd_sni", None) if secure else None
+    return RequestFacts(
+        method=request.method.decode("latin-1"),
+        path=raw_path.decode("utf-8", "surrogateescape"),
+        host=(request.getHeader("host") or ""),
+        port=getattr(request.getHost(), "port", 0),
+        scheme="https" if secure else "http",
+        headers=HeaderView(request),
+        sni=sni,
+        query=query.decode("latin-1") if b"?" in request.uri else None,
+    )
+
+
+class ProtocolRedirect(Resource):
+    """Kong's answer to a route reached over a protocol it does not take (426, or a redirect)."""
+
+    isLeaf = True
+
+    def __init__(self, status: int, headers: Mapping[str, str], body: str | None) -> None:
+        super().__init__()
+        self.status, self.headers, self.body = status, headers, body
+
+    def render(self, request: Request) -> bytes:
+        request.setResponseCode(self.status)
+        for name, value in self.headers.items():
+            request.setHeader(name, value)
+        if self.body is None:
+            return b""
+        request.setHeader("content-type", "application/json; charset=utf-8")
+        return json.dumps({"message": self.body}).encode("utf-8")
 
 
 class NoRoute(Resource):

@@ -450,7 +450,27 @@ GOOD_TARGET = "{route_type: llm/v1/chat, model: {provider: gemini, name: gemini-
     ('_format_version: "3.0"\nroutes: [{name: r, paths: [/x], stripe_path: true}]\n',
      "routes[0] (r): stripe_path: unknown field"),
     ('_format_version: "3.0"\nroutes: [{name: r}]\n', "must set one of 'methods', 'hosts'"),
-    ('_format_version: "3.0"\nroutes: [{name: r, paths: ["~/v1/.*"]}]\n', "regex paths are not supported"),
+    ('_format_version: "3.0"\nroutes: [{name: r, paths: ["~/v1/(.*"]}]\n',
+     "routes[0] (r): paths[0]: invalid regex: '/v1/(.*' (missing ), unterminated subpattern"),
+    ('_format_version: "3.0"\nroutes: [{name: r, paths: ["~/v1/(?=x)"]}]\n',
+     "routes[0] (r): paths[0]: invalid regex: '/v1/(?=x)' (Kong's router (Rust regex) has no "
+     "look-around)"),
+    ('_format_version: "3.0"\nroutes: [{name: r, paths: ["/a/../b"]}]\n',
+     "routes[0] (r): paths[0]: non-normalized path, consider use '/b' instead"),
+    ('_format_version: "3.0"\nroutes: [{name: r, paths: ["/a%zz"]}]\n',
+     "routes[0] (r): paths[0]: invalid url-encoded value: '%zz'"),
+    ('_format_version: "3.0"\nroutes: [{name: r, paths: ["/a//b"]}]\n',
+     "routes[0] (r): paths[0]: must not have empty segments"),
+    ('_format_version: "3.0"\nroutes: [{name: r, paths: ["v1"]}]\n',
+     "routes[0] (r): paths[0]: should start with: / (fixed path) or ~/ (regex path)"),
+    ('_format_version: "3.0"\nroutes: [{name: r, paths: [/x], snis: [a.test], protocols: [http]}]\n',
+     "routes[0] (r): snis: 'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls'"),
+    ('_format_version: "3.0"\nroutes: [{name: r, snis: ["a.test:443"], protocols: [https]}]\n',
+     "routes[0] (r): snis[0]: must not have a port"),
+    ('_format_version: "3.0"\nroutes: [{name: r, hosts: ["a.*.test"]}]\n',
+     "routes[0] (r): hosts[0]: invalid wildcard: must be placed at leftmost or rightmost label"),
+    ('_format_version: "3.0"\nroutes: [{name: r, headers: {x-v: ["~*("]}}]\n',
+     "routes[0] (r): headers.x-v: invalid regex: '('"),
     ('_format_version: "3.0"\nservices: [{name: s, url: "http://a", port: 80}]\n',
      "services[0] (s): url: give either url or port, not both"),
     ('_format_version: "3.0"\nservices: [{name: s, host: a, retries: 99999}]\n',
@@ -522,3 +542,22 @@ def test_unsupported_template_expressions_are_refused(tmp_path: Path) -> None:
 def test_missing_path_and_empty_directory_are_errors(tmp_path: Path) -> None:
     assert "no such file" in str(load_error(tmp_path / "absent.yaml"))
     assert "no *.yaml or *.yml" in str(load_error(tmp_path))
+
+
+def test_regex_paths_snis_and_wildcard_hosts_load_as_kong_accepts_them(tmp_path: Path) -> None:
+    config = load_config(str(write(tmp_path, "kong.yaml", textwrap.dedent("""\
+        _format_version: "3.0"
+        routes:
+        - name: r
+          protocols: [https]
+          paths: ["~/v1/(?<model>[a-z]+)/messages$", /plain]
+          hosts: ["*.example.com", "example.*:8443"]
+          snis: ["*.example.com", example.test]
+          headers: {X-Version: ["~*^v[12]$"]}
+          regex_priority: 3
+        """))), {})
+    route = config.routes[0]
+    assert route.paths == ("~/v1/(?<model>[a-z]+)/messages$", "/plain")
+    assert route.snis == ("*.example.com", "example.test")
+    assert route.hosts == ("*.example.com", "example.*:8443")
+    assert route.regex_priority == 3

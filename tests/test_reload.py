@@ -233,9 +233,11 @@ def test_a_route_points_at_its_service_by_the_services_own_id(tmp_path):
     service_id = "0b6a2c1e-2f0e-4a55-9a8e-1c7b3d9e5f42"
     g = gateway()
     g.load(config(tmp_path, extra=f"services:\n  - name: example-service\n    id: {service_id}\n    url: http://x/\n"))
-    (candidate,) = g.runtime.table.candidates
-    assert candidate.value.service_entity["id"] == service_id
-    assert candidate.value.route_entity["service"] == {"id": service_id}
+    from gatewayd.router import RequestFacts
+
+    match = g.runtime.router.match(RequestFacts("POST", "/anything/v1/messages", "", 8000, "http"))
+    assert match.value.service_entity["id"] == service_id
+    assert match.value.route_entity["service"] == {"id": service_id}
 
 
 def test_the_configuration_digest_follows_the_files_text(tmp_path):

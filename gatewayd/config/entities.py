@@ -40,7 +40,8 @@ class Service:
 
 @frozen
 class Route:
-    """A Kong Route: which requests reach a service; ``paths`` match by prefix."""
+    """A Kong Route: which requests reach a service (see :mod:`gatewayd.router`);
+    ``paths`` are prefixes, or regexes when they start with ``~``."""
 
     name: str
     paths: tuple[str, ...] = ()
@@ -50,6 +51,7 @@ class Route:
     preserve_host: bool = False
     protocols: tuple[str, ...] = ("http", "https")
     hosts: tuple[str, ...] | None = None
+    snis: tuple[str, ...] | None = None
     headers: Mapping[str, tuple[str, ...]] | None = field(default=None, hash=False)
     regex_priority: int = 0
     path_handling: str = "v0"

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from attrs import evolve
 
+from gatewayd.router import compile_header_regex, compile_path_regex, normalize_path
 
 from .entities import DEFAULT_PORTS, Config, Consumer, KeyCredential, Plugin, Route, Service
 from .errors import ConfigError
@@ -391,8 +392,9 @@ def _parse_url(fields: _Fields, url: str) -> tuple[str, str, int, str | None]:
 _ROUTE_FIELDS = ("name", "id", "protocols", "methods", "hosts", "paths", "headers",
                  "https_redirect_status_code", "regex_priority", "strip_path", "path_handling",
                  "preserve_host", "request_buffering", "response_buffering", "tags", "service",
-                 "plugins", "created_at", "updated_at")
-_ROUTE_UNSUPPORTED = ("snis", "sources", "destinations", "expression", "priority")
+                 "plugins", "snis", "created_at", "updated_at")
+_ROUTE_UNSUPPORTED = ("sources", "destinations", "expression", "priority")
+_SNI_PROTOCOLS = ("grpcs", "https", "tls", "tls_passthrough")
 _ROUTE_PROTOCOLS = ("grpc", "grpcs", "http", "https", "tcp", "tls", "tls_passthrough", "udp",
                     "ws", "wss")
 
@@ -410,25 +412,39 @@ def _add_route(current: _File, raw: Any, entity: str, parent: str | None) -> Non
             raise fields.error("protocols", f"expected one of {', '.join(_ROUTE_PROTOCOLS)}, "
                                             f"got {protocol!r}")
     paths = fields.strings("paths") or ()
-    for path in paths:
-        if path.startswith("~"):
-            raise fields.error("paths", f"regex paths are not supported yet, got {path!r}")
-        if not path.startswith("/"):
-            raise fields.error("paths", f"should start with: / (got {path!r})")
+    for index, path in enumerate(paths):
+        problem = _path_problem(path)
+        if problem:
+            raise fields.error(f"paths[{index}]", problem)
     methods = fields.strings("methods")
     for method in methods or ():
         if not re.fullmatch(r"[A-Z]+", method):
             raise fields.error("methods", f"invalid value: {method!r} (methods are upper case)")
     hosts = fields.strings("hosts")
+    for index, host in enumerate(hosts or ()):
+        problem = _host_problem(host, wildcard_port=True)
+        if problem:
+            raise fields.error(f"hosts[{index}]", problem)
+    snis = fields.strings("snis")
+    for index, sni in enumerate(snis or ()):
+        problem = _host_problem(sni, wildcard_port=False)
+        if problem:
+            raise fields.error(f"snis[{index}]", problem)
+    if snis and not set(protocols) & set(_SNI_PROTOCOLS):
+        raise fields.error("snis", "'snis' can only be set when 'protocols' is 'grpcs', "
+                                   "'https', 'tls' or 'tls_passthrough'")
     headers = _headers(fields)
-    if {"http", "https"} & set(protocols) and not (paths or methods or hosts or headers):
+    if "https" in protocols and not (paths or methods or hosts or headers or snis):
+        raise fields.error(None, "must set one of 'methods', 'hosts', 'headers', 'paths', "
+                                 "'snis' when 'protocols' is 'https'")
+    elif "http" in protocols and not (paths or methods or hosts or headers):
         raise fields.error(None, "must set one of 'methods', 'hosts', 'headers', 'paths' "
-                                 "when 'protocols' is 'http' or 'https'")
+                                 "when 'protocols' is 'http'")
     route = Route(
         name=name, paths=paths, methods=methods, service=service,
         strip_path=fields.get("strip_path", bool, True),
         preserve_host=fields.get("preserve_host", bool, False),
-        protocols=protocols, hosts=hosts, headers=headers,
+        protocols=protocols, hosts=hosts, snis=snis, headers=headers,
         regex_priority=fields.get("regex_priority", int, 0),
         path_handling=fields.one_of("path_handling", "v0", ("v0", "v1")),
         https_redirect_status_code=fields.one_of("https_redirect_status_code", 426,
@@ -452,10 +468,68 @@ def _headers(fields: _Fields) -> Mapping[str, tuple[str, ...]] | None:
             raise fields.error(f"headers.{name}", "invalid header name (use hosts for Host)")
         if isinstance(values, str):
             values = [values]
-        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise fields.error(f"headers.{name}", "expected a list of strings")
+        if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+            raise fields.error(f"headers.{name}", "expected a non-empty list of strings")
+        for value in values:
+            if value.startswith("~*"):
+                try:
+                    compile_header_regex(value)
+                except ValueError as error:
+                    raise fields.error(f"headers.{name}",
+                                       f"invalid regex: {value[2:]!r} ({error})") from None
         headers[name.lower()] = tuple(values)
     return MappingProxyType(headers)
+
+
+_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _path_problem(path: str) -> str | None:
+    """Kong's router_path typedef: ``/`` or ``~/``, no empty segment, valid
+    %-escapes; a prefix in normalised form, a regex Kong's router compiles."""
+    if not path.startswith(("/", "~/")):
+        return f"should start with: / (fixed path) or ~/ (regex path), got {path!r}"
+    if "//" in path:
+        return f"must not have empty segments, got {path!r}"
+    bad = _PERCENT.search(path)
+    if bad:
+        return f"invalid url-encoded value: {path[bad.start():bad.start() + 3]!r}"
+    if not path.startswith("~"):
+        normalized = normalize_path(path)
+        if normalized != path:
+            return f"non-normalized path, consider use {normalized!r} instead"
+        return None
+    try:
+        compile_path_regex(path)
+    except ValueError as error:
+        return f"invalid regex: {path[1:]!r} ({error})"
+    return None
+
+
+_IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
+_LABELS = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?"
+                     r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$")
+
+
+def _host_problem(host: str, *, wildcard_port: bool) -> str | None:
+    """Kong's hosts (one wildcard, leftmost or rightmost label, optional port) and
+    snis (the same, without a port): a name Kong's router can compare."""
+    if host.count("*") > 1:
+        return f"invalid wildcard: must have at most one wildcard, got {host!r}"
+    name, colon, port = host.rpartition(":") if host.count(":") == 1 or "]:" in host \
+        else (host, "", "")
+    if colon:
+        if not wildcard_port:
+            return f"must not have a port, got {host!r}"
+        if not port.isascii() or not port.isdigit() or int(port) > 65535:
+            return f"invalid port number, got {host!r}"
+    if "*" in name and not (name.startswith("*.") or name.endswith(".*")):
+        return f"invalid wildcard: must be placed at leftmost or rightmost label, got {host!r}"
+    if name.startswith("[") and name.endswith("]") or _IPV4.match(name):
+        return None if wildcard_port else f"must not be an IP, got {host!r}"
+    if not _LABELS.match(name.replace("*", "wildcard")):
+        return f"invalid value: {host!r}"
+    return None
 
 
 def _reference(fields: _Fields, key: str, parent: str | None) -> str | None:
