@@ -22,11 +22,8 @@ import attrs
 from attrs import frozen
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
-from twisted.web.http import HTTPChannel
-from twisted.web.iweb import INonQueuedRequestFactory
 from twisted.web.resource import Resource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET, Request
-from zope.interface import provider
 
 from gatewayd import errors
 from gatewayd.answer import respond_error
@@ -148,57 +145,19 @@ def _consumer_id(config: Config, plugin: Plugin) -> str | None:
 class Filters:
     """The response phases of the plugins a request collected: header and body filters."""
 
-    def __init__(self, request: "GatewayRequest", exchange: Exchange, plugins: Iterable[Any]) -> None:
+    def __init__(self, exchange: Exchange, plugins: Iterable[Any]) -> None:
         self.exchange = exchange
         self.headers = [p.header_filter for p in plugins if hasattr(p, "header_filter")]
         self.bodies = [p.body_filter for p in plugins if hasattr(p, "body_filter")]
 
-    def before_headers(self, request: "GatewayRequest") -> None:
+    def before_headers(self, request: Request) -> None:
         for header_filter in self.headers:
             header_filter(request, self.exchange)
 
-    def body(self, request: "GatewayRequest", chunk: bytes, eof: bool) -> bytes:
+    def body(self, request: Request, chunk: bytes, eof: bool) -> bytes:
         for body_filter in self.bodies:
             chunk = body_filter(request, self.exchange, chunk, eof)
         return chunk
-
-
-class GatewayRequest(Request):
-    """A ``Request`` that runs the plugins' response filters as the answer is written,
-    whoever writes it (a plugin's resource, the plain proxy, an error), streams included.
-
-    It also leaves its body alone: bodies here are JSON or proxied as they are, never
-    forms (twisted.web parses every POST's Content-Type for form data otherwise, about
-    8% of a request's CPU in the bench).
-    """
-
-    filters: Filters | None = None
-
-    def __init__(self, channel: HTTPChannel, queued: object = None) -> None:
-        super().__init__(channel, parsePOSTFormSubmission=False)
-
-    def write(self, data: bytes) -> None:
-        filters = self.filters
-        if filters is not None:
-            if not self.startedWriting:
-                filters.before_headers(self)
-            data = filters.body(self, data, False)
-        super().write(data)
-
-    def finish(self) -> None:
-        filters, self.filters = self.filters, None
-        if filters is not None and not self.finished and self.channel is not None:
-            if not self.startedWriting:
-                filters.before_headers(self)
-            tail = filters.body(self, b"", True)
-            if tail:
-                super().write(tail)
-        super().finish()
-
-
-@provider(INonQueuedRequestFactory)
-def request_factory(channel: HTTPChannel) -> GatewayRequest:
-    return GatewayRequest(channel)
 
 
 class GatewayRoot(Resource):
@@ -293,7 +252,7 @@ class RequestLife(Resource):
             self.log.failure("access phase failed for {path}", path=request.path.decode("latin-1"))
             refused = errors.APIError(500, "api_error", "internal gateway error")
         if any(hasattr(p, "header_filter") or hasattr(p, "body_filter") for p in collected):
-            request.filters = Filters(request, exchange, collected)  # type: ignore[attr-defined]
+            request.filters = Filters(exchange, collected)  # type: ignore[attr-defined]
         if refused is not None:
             respond_error(request, refused)
             return

@@ -15,8 +15,10 @@ from treq.testing import StubTreq
 
 from gatewayd.config import load_config
 from gatewayd.fakevertex.server import FakeVertex, make_resource
+from gatewayd.plugins import Registry, installed
 from gatewayd.providers.auth import CredentialsError
 from gatewayd.daemon.gateway import GatewayRoot, build
+from gatewayd.site import request_factory
 
 SAMPLE = Path(__file__).resolve().parents[1] / "etc" / "gatewayd"
 MESSAGES = "http://gateway.test/anything/v1/messages"
@@ -26,6 +28,14 @@ MESSAGES = "http://gateway.test/anything/v1/messages"
 def service_account_json() -> str:
     """A real-looking key (RSA generation is slow, so once per run); tokens come from StaticToken."""
     return json.dumps(FakeVertex().new_service_account("http://fake.test/token").info())
+
+
+def stub_client(root) -> StubTreq:
+    """StubTreq in front of ``root``, its Site making the daemon's own requests (which run
+    the plugins' response filters); treq offers no public way to choose them."""
+    client = StubTreq(root)
+    client._agent._serverFactory.requestFactory = request_factory
+    return client
 
 
 class StaticToken:
@@ -47,11 +57,13 @@ class GatewayInMemory(SynchronousTestCase):
     token_source = None
     #: More state files applied after the sample's, by name.
     extra_files: dict[str, str] = {}
+    #: The plugins the configuration may name (None: this installation's).
+    registry: Registry | None = None
 
     def setUp(self) -> None:
         self.clock = Clock()
         self.fake = FakeVertex()
-        workdir = Path(tempfile.mkdtemp(prefix="gatewayd-test-"))
+        workdir = self.workdir = Path(tempfile.mkdtemp(prefix="gatewayd-test-"))
         self.addCleanup(shutil.rmtree, workdir)
         for path in SAMPLE.glob("*.yaml"):
             (workdir / path.name).write_text(path.read_text())
@@ -61,7 +73,7 @@ class GatewayInMemory(SynchronousTestCase):
         )
         for name, text in self.extra_files.items():
             (workdir / name).write_text(text)
-        env = {
+        env = self.env = {
             "DECK_GEMINI_API_KEY": service_account_json(),
             "DECK_GEMINI_API_ENDPOINT": "https://fake.test",
             "DECK_GCP_PROJECT_ID": "fake-project",
@@ -69,14 +81,16 @@ class GatewayInMemory(SynchronousTestCase):
         }
         upstream = StubTreq(make_resource(self.fake, self.clock))
         source = self.token_source or StaticToken(self.fake.issue_token()["access_token"])
+        registry = self.registry or installed()
         _, self.gateway = build(
-            load_config(str(workdir), env),
+            load_config(str(workdir), env, registry.schemas),
             self.clock,
             listen=[],
             client=upstream,
             make_token_source=lambda target: source,
+            registry=registry,
         )
-        self.client = StubTreq(GatewayRoot(self.gateway))
+        self.client = stub_client(GatewayRoot(self.gateway))
 
     def post(
         self, body: dict, url: str = MESSAGES, headers: dict[str, str] | None = None

@@ -212,6 +212,7 @@ def build(
     rotation: Rotation | None = None,
     pool_size: int = DEFAULT_POOL_SIZE,
     request_read_timeout: float = REQUEST_READ_TIMEOUT,
+    registry: Registry | None = None,
 ) -> tuple[application.MultiService, Gateway]:
     """Compose the daemon's services for ``config``.
 
@@ -227,6 +228,7 @@ def build(
         client,
         pool,
         make_token_source or google_token_sources(reactor),
+        registry or installed(),
         shutdown_grace=shutdown_grace,
         rotation=rotation,
     )

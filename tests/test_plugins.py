@@ -1,0 +1,167 @@
+"""The plugin registry and Kong's plugin model: priorities, scoping, phases, third-party plugins."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from twisted.internet.task import Clock
+from twisted.plugin import getPlugins
+
+from gatewayd.config import load_config
+from gatewayd.config.schema import PluginSchema, record
+from gatewayd.pipeline import compile_snapshot
+from gatewayd.plugins import CompileContext, IGatewaydPlugin, Kept, KongPlugin, Registry, installed
+from gatewayd.router import RequestFacts
+from tests.test_consumers import KEY
+from tests.test_service import GatewayInMemory, ask, events
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gatewayd-hello"
+sys.path.insert(0, str(EXAMPLE))
+import gatewayd_hello  # noqa: E402  (the example plugin's own package, as pip would install it)
+
+sys.path.remove(str(EXAMPLE))
+
+
+def test_the_built_in_plugins_carry_kongs_names_and_priorities():
+    assert {name: plugin.priority for name, plugin in installed().plugins.items()}.items() >= {
+        "key-auth": 1250,
+        "ai-rate-limiting-advanced": 905,
+        "ai-proxy-advanced": 770,
+        "prometheus": 13,
+        "file-log": 9,
+    }.items()
+    order = [p.name for p in installed().ordered(["file-log", "key-auth", "prometheus", "ai-proxy-advanced"])]
+    assert order == ["key-auth", "ai-proxy-advanced", "prometheus", "file-log"]
+
+
+def test_a_third_party_plugin_is_found_by_twisteds_getplugins(tmp_path, monkeypatch):
+    # The example's dropin module in a plugin package of its own (a copy, so the
+    # dropin.cache that getPlugins writes stays out of the repository).
+    package = tmp_path / "gatewayd_test_dropins"
+    shutil.copytree(EXAMPLE / "twisted" / "plugins", package)
+    (package / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import gatewayd_test_dropins
+
+    found = list(getPlugins(IGatewaydPlugin, gatewayd_test_dropins))
+    assert [(p.name, p.priority) for p in found] == [("hello", 800)]
+    assert found[0] is gatewayd_hello.plugin
+
+
+PROBE = KongPlugin(
+    "probe", priority=1, version="0", compile=lambda plugin, context: plugin.tags[0],
+    schema=PluginSchema("probe", record({}), ("http", "https"), ("http", "https")),
+)
+
+#: Kong's precedence, most specific first (kong/runloop/plugins_iterator.lua, lookup_cfg).
+SCOPES = [
+    ("route-service-consumer", "route: r\n    service: s\n    consumer: alice"),
+    ("route-consumer", "route: r\n    consumer: alice"),
+    ("service-consumer", "service: s\n    consumer: alice"),
+    ("route-service", "route: r\n    service: s"),
+    ("consumer", "consumer: alice"),
+    ("route", "route: r"),
+    ("service", "service: s"),
+    ("global", ""),
+]
+
+
+def scoped_config(tmp_path: Path, scopes: list[tuple[str, str]]) -> object:
+    plugins = "".join(
+        f"  - name: probe\n    tags: [{tag}]\n" + (f"    {where}\n" if where else "") for tag, where in scopes
+    )
+    (tmp_path / "kong.yaml").write_text(
+        '_format_version: "3.0"\nservices:\n  - name: s\n    url: http://upstream.test\n'
+        "routes:\n  - name: r\n    paths: [/r]\n    service: s\n"
+        "consumers:\n  - username: alice\n  - username: bob\n"
+        f"plugins:\n{plugins}"
+    )
+    return load_config(str(tmp_path / "kong.yaml"), {}, {**installed().schemas, "probe": PROBE.schema})
+
+
+@pytest.mark.parametrize("drop", range(len(SCOPES)))
+def test_the_most_specific_instance_wins_as_in_kong(tmp_path, drop):
+    # With every scope configured but the ``drop`` most specific ones, the next one in Kong's
+    # order runs for alice; bob, with no instance of his own, gets the best one without a consumer.
+    config = scoped_config(tmp_path, SCOPES[drop:])
+    registry = Registry({"probe": PROBE})
+    snapshot = compile_snapshot(config, registry, CompileContext(config, Clock(), Kept(), {}), lambda s: None)
+    match = snapshot.router.match(RequestFacts("GET", "/r", "", 8000, "http"))
+    (candidates,) = match.value.chain
+    alice, bob = config.consumers["alice"].id, config.consumers["bob"].id
+    assert candidates.pick(alice) == SCOPES[drop][0]
+    expected_for_bob = next(tag for tag, where in SCOPES[drop:] if "consumer" not in where)
+    assert candidates.pick(bob) == candidates.pick(None) == expected_for_bob
+
+
+HELLO = f"""_format_version: "3.0"
+consumers:
+  - username: alice
+    keyauth_credentials:
+      - key: {KEY}
+    plugins:
+      - name: hello
+        config: {{greeting: "hi alice"}}
+  - username: bob
+    keyauth_credentials:
+      - key: sk-bob-9876543210
+plugins:
+  - name: key-auth
+  - name: hello
+    route: example-route
+    config: {{greeting: "hi route", deny_header: x-deny}}
+"""
+
+
+class ThirdPartyPluginTests(GatewayInMemory):
+    """The example plugin in each phase, around the real built-in plugins."""
+
+    registry = Registry({**installed().plugins, "hello": gatewayd_hello.plugin})
+    extra_files = {"60-hello.yaml": HELLO}
+
+    def test_each_phase_runs_and_the_consumers_own_instance_wins(self):
+        status, headers, text = self.post(ask("hi"), headers={"x-api-key": KEY})
+        self.assertEqual(status, 200)
+        self.assertEqual(headers["x-hello"], ["hi alice"])  # consumer beats route (lookup_cfg)
+        status, headers, _ = self.post(ask("hi"), headers={"x-api-key": "sk-bob-9876543210"})
+        self.assertEqual(headers["x-hello"], ["hi route"])
+        first, second = self.records()
+        self.assertEqual(first["hello"], {"bytes": len(text.encode())})  # log phase, before file-log
+        self.assertEqual(first["consumer"]["username"], "alice")
+
+    def test_the_body_filter_sees_every_chunk_of_a_stream(self):
+        status, headers, text = self.post(ask("hello [[chunks 5]]", stream=True), headers={"x-api-key": KEY})
+        self.assertEqual(status, 200)
+        self.assertEqual(events(text)[-1][0], "message_stop")
+        (record,) = self.records()
+        self.assertEqual(record["hello"], {"bytes": len(text.encode())})
+
+    def test_an_access_refusal_stops_later_access_phases_but_not_the_log(self):
+        status, headers, text = self.post(ask("hi"), headers={"x-api-key": "sk-bob-9876543210", "x-deny": "1"})
+        self.assertEqual(status, 403)
+        self.assertEqual(json.loads(text)["error"]["type"], "permission_error")
+        self.assertEqual(headers["x-hello"], ["hi route"])  # response filters run on a refusal too
+        (record,) = self.records()
+        self.assertEqual(record["response"]["status"], 403)
+        self.assertNotIn("ai", record)  # ai-proxy-advanced never answered
+
+    def test_key_auth_refuses_before_the_route_plugin_runs(self):
+        status, headers, _ = self.post(ask("hi"))
+        self.assertEqual(status, 401)
+        (record,) = self.records()
+        # Collected (Kong's delayed response): no access phase, but its filters and log run.
+        self.assertEqual(record["hello"], {"bytes": record["response"]["size"]})
+
+    def test_a_plugin_scoped_to_a_consumer_that_does_not_exist_is_refused(self):
+        from gatewayd.config import ConfigError
+
+        bad = HELLO.replace("  - name: hello\n    route: example-route", "  - name: hello\n    consumer: carol")
+        (self.workdir / "60-hello.yaml").write_text(bad)
+        with self.assertRaises(ConfigError) as raised:
+            load_config(str(self.workdir), self.env, self.registry.schemas)
+        self.assertIn("plugins[1] (hello): consumer: consumer 'carol' is not defined", str(raised.exception))
+
