@@ -7,6 +7,7 @@ ai-proxy-advanced when the target has ``logging.log_statistics`` on.
 
 from __future__ import annotations
 
+import secrets
 import time
 import uuid
 from typing import Any
@@ -32,12 +33,20 @@ class Exchange:
 
     started: float  # reactor seconds
     started_at: float = field(factory=time.time)  # wall clock, for started_at
+    #: Kong's request id (nginx's ``$request_id``: 16 random bytes in hex), in error bodies and the log.
+    request_id: str = field(factory=lambda: secrets.token_hex(16))
     request_size: int = 0
     route: dict[str, Any] | None = None
     service: dict[str, Any] | None = None
     upstream_uri: str | None = None
     proxy_started: float | None = None
     proxy_finished: float | None = None
+    #: When the upstream's response head arrived (reactor seconds): Kong's latencies.proxy ends there.
+    proxy_first_byte: float | None = None
+    #: One entry per connection attempt to the service, as Kong's ``balancer_data.tries``.
+    tries: list[dict[str, Any]] = field(factory=list)
+    #: The upstream's status, or nginx's 502/504 for a failed last try (``$upstream_status``).
+    upstream_status: int | None = None
     tried_targets: list[dict[str, Any]] = field(factory=list)
     ai_meta: dict[str, Any] | None = None
     ai_usage: dict[str, Any] | None = None
@@ -65,7 +74,12 @@ class Exchange:
         """Kong's log record for ``request``, answered by ``finished``."""
         total_ms = round((finished - self.started) * 1000)
         proxy_ms = 0
-        if self.proxy_started is not None:
+        kong_ms = None
+        if self.proxy_started is not None and self.proxy_first_byte is not None:
+            # Kong's split: kong until the request left, proxy until the upstream's head came back.
+            proxy_ms = round((self.proxy_first_byte - self.proxy_started) * 1000)
+            kong_ms = round((self.proxy_started - self.started) * 1000)
+        elif self.proxy_started is not None:
             proxy_ms = round(((self.proxy_finished or finished) - self.proxy_started) * 1000)
         request_headers = redact_headers(
             {k.decode("latin-1").lower(): v[-1].decode("latin-1") for k, v in request.requestHeaders.getAllRawHeaders()},
@@ -80,6 +94,7 @@ class Exchange:
         scheme = "https" if request.isSecure() else "http"
         record: dict[str, Any] = {
             "request": {
+                "id": self.request_id,
                 "method": request.method.decode("latin-1"),
                 "uri": uri,
                 "url": f"{scheme}://{request_headers.get('host', f'{host.host}:{host.port}')}{uri}",
@@ -94,7 +109,7 @@ class Exchange:
             },
             "latencies": {
                 "request": total_ms,
-                "kong": max(0, total_ms - proxy_ms),
+                "kong": max(0, total_ms - proxy_ms) if kong_ms is None else kong_ms,
                 "proxy": proxy_ms,
             },
             "client_ip": _client_ip(request),
@@ -102,7 +117,11 @@ class Exchange:
             "source": "upstream" if self.proxy_started is not None else "kong",
         }
         if self.upstream_uri is not None:
-            record["upstream_uri"] = self.upstream_uri
+            record["upstream_uri"] = _redact_uri(self.upstream_uri, self.hidden_query)
+        if self.upstream_status is not None:
+            record["upstream_status"] = str(self.upstream_status)
+        if self.tries:
+            record["tries"] = self.tries
         if self.route is not None:
             record["route"] = self.route
         if self.service is not None:
