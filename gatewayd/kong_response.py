@@ -24,8 +24,9 @@ from typing import Mapping
 
 from twisted.web.server import Request
 
-#: Kong's ``_SERVER_TOKENS`` (``Server`` and ``Via``), at the version gatewayd's plugin schemas follow.
-SERVER_TOKENS = "kong/3.13.0"
+#: What Kong's ``_SERVER_TOKENS`` (``kong/<version>``) says in ``Server`` and ``Via``: here
+#: gatewayd names itself rather than claim to be a Kong release (a documented difference).
+SERVER_TOKENS = "gatewayd/0.1.0"
 
 #: ``kong.conf``'s ``error_default_type`` default: nginx errors to a client that sent no Accept.
 ERROR_DEFAULT_TYPE = "text/plain"

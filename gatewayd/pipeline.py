@@ -15,7 +15,6 @@ the registry for each one configured.
 from __future__ import annotations
 
 import inspect
-import json
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import attrs
@@ -26,15 +25,13 @@ from twisted.web.resource import Resource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET, Request
 
 from gatewayd import errors
-from gatewayd.answer import respond_error
+from gatewayd.answer import respond_error, respond_json
 from gatewayd.config import Config, Plugin, Route, Service
 from gatewayd.exchange import Exchange, entity_id
+from gatewayd.kong_response import kong_error
 from gatewayd.plugins import CompileContext, IGatewaydPlugin, Registry
 from gatewayd.router import RequestFacts, Router, protocol_redirect
 from gatewayd.site import body_size, read_timeout_error
-
-NO_ROUTE = b'{"message":"no Route matched with those values"}'
-
 
 def _scope_rank(plugin: Plugin) -> int:
     """Kong's precedence (``lookup_cfg``): route+service+consumer first, global last."""
@@ -171,6 +168,7 @@ class GatewayRoot(Resource):
         snapshot: Snapshot = self.gateway.runtime
         exchange = Exchange(started=self.gateway.reactor.seconds(), request_size=body_size(request))
         request.gatewayd_exchange = exchange  # type: ignore[attr-defined]
+        request.setHeader("X-Kong-Request-Id", exchange.request_id)
         self.gateway.request_started(request)
         facts = request_facts(request)
         match = snapshot.router.match(facts)
@@ -253,14 +251,16 @@ class RequestLife(Resource):
             refused = errors.APIError(500, "api_error", "internal gateway error")
         if any(hasattr(p, "header_filter") or hasattr(p, "body_filter") for p in collected):
             request.filters = Filters(exchange, collected)  # type: ignore[attr-defined]
+        answerer = next((p.resource for p in collected if getattr(p, "resource", None) is not None), None)
         if refused is not None:
-            respond_error(request, refused)
+            if answerer is not None:
+                respond_error(request, refused)  # an LLM API's route: its clients parse its errors
+            else:
+                kong_error(request, refused.status, refused.message, dict(refused.headers))
             return
         if request.finished or exchange.client_gone:
             return
-        answerer = next((p.resource for p in collected if getattr(p, "resource", None) is not None),
-                        self.plan.upstream or NoService())
-        request.render(getChildForRequest(answerer, request))
+        request.render(getChildForRequest(answerer or self.plan.upstream or NoService(), request))
 
 
 class HeaderView(Mapping[str, tuple[str, ...]]):
@@ -310,14 +310,14 @@ class ProtocolRedirect(Resource):
         super().__init__()
         self.status, self.headers, self.body = status, headers, body
 
-    def render(self, request: Request) -> bytes:
+    def render(self, request: Request) -> object:
+        if self.body is not None:
+            kong_error(request, self.status, self.body, self.headers)
+            return NOT_DONE_YET
         request.setResponseCode(self.status)
         for name, value in self.headers.items():
             request.setHeader(name, value)
-        if self.body is None:
-            return b""
-        request.setHeader("content-type", "application/json; charset=utf-8")
-        return json.dumps({"message": self.body}).encode("utf-8")
+        return b""
 
 
 class NoRoute(Resource):
@@ -325,10 +325,9 @@ class NoRoute(Resource):
 
     isLeaf = True
 
-    def render(self, request: Request) -> bytes:
-        request.setResponseCode(404)
-        request.setHeader("content-type", "application/json; charset=utf-8")
-        return NO_ROUTE
+    def render(self, request: Request) -> object:
+        kong_error(request, 404, "no Route matched with those values")
+        return NOT_DONE_YET
 
 
 class NoService(Resource):
@@ -336,10 +335,10 @@ class NoService(Resource):
 
     isLeaf = True
 
-    def render(self, request: Request) -> bytes:
-        request.setResponseCode(503)
-        request.setHeader("content-type", "application/json; charset=utf-8")
-        return b'{"message":"no Service found with those values"}'
+    def render(self, request: Request) -> object:
+        # kong.response.exit with a table: JSON, no request id (kong/init.lua, access phase).
+        respond_json(request, 503, {"message": "no Service found with those values"})
+        return NOT_DONE_YET
 
 
 class RequestTimeout(Resource):

@@ -45,7 +45,8 @@ from twisted.web.client import (
 )
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IResponse
-from twisted.web.server import Request
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from gatewayd.config import Service
@@ -618,3 +619,23 @@ def _host_name(host: str) -> str:
 def _tokens(values: list[bytes] | None) -> set[str]:
     """The lowercased comma-separated tokens of a header's values."""
     return {t.strip().lower() for v in values or () for t in v.decode("latin-1").split(",") if t.strip()}
+
+
+class ServiceResource(Resource):
+    """What a route renders when none of its plugins answered: the proxy to its service."""
+
+    isLeaf = True
+
+    def __init__(self, proxy: ServiceProxy) -> None:
+        super().__init__()
+        self.proxy = proxy
+
+    def render(self, request: Request) -> object:
+        exchange: Exchange = request.gatewayd_exchange  # type: ignore[attr-defined]
+        match = exchange.match
+        prefix = match.matched_path if match.route.strip_path else None
+        forwarding = self.proxy.forward(
+            request, exchange, match.upstream_path(self.proxy.service.path), match.route.preserve_host, prefix
+        )
+        exchange.handled = Deferred.fromCoroutine(forwarding)
+        return NOT_DONE_YET

@@ -185,8 +185,10 @@ class MessagesTests(GatewayInMemory):
 
     def test_no_route_is_kongs_404_and_still_logged_by_the_global_file_log(self):
         status, _, text = self.post(ask("x"), url="http://gateway.test/nowhere")
-        self.assertEqual((status, json.loads(text)), (404, {"message": "no Route matched with those values"}))
+        body = json.loads(text)
+        self.assertEqual((status, body["message"]), (404, "no Route matched with those values"))
         (record,) = self.records()
+        self.assertEqual(body["request_id"], record["request"]["id"])
         self.assertEqual(record["response"]["status"], 404)
         self.assertNotIn("route", record)
 

@@ -28,6 +28,7 @@ from gatewayd.daemon.status import CountingSite, Readiness, Stats, status_root
 from gatewayd.pipeline import GatewayRoot, Snapshot, compile_snapshot
 from gatewayd.plugins import CompileContext, ConfigurationError, Kept, Registry, installed
 from gatewayd.plugins.file_log import Rotation
+from gatewayd.proxy import ServiceProxy, ServiceResource
 from gatewayd.providers.auth import (
     GoogleTokenSource,
     TokenSource,
@@ -109,9 +110,11 @@ class Gateway(application.Service):
             return self.client  # a client given by a test
         return UpstreamClient.pooled(self.reactor, self.pool, connect_timeout)
 
-    def _upstream(self, service: Service) -> Resource | None:
+    def _upstream(self, service: Service) -> Resource:
         """The plain proxy to ``service``, for routes whose plugins do not answer."""
-        return None
+        if self.pool is None:
+            self.pool = connection_pool(self.reactor)  # a gateway a test built with its own client
+        return ServiceResource(ServiceProxy(service, self.reactor, self.pool))
 
     def startService(self) -> None:
         super().startService()
