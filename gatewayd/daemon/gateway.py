@@ -28,7 +28,7 @@ from zope.interface import provider
 from gatewayd.config import Config, Plugin, Route
 from gatewayd.exchange import Exchange, entity_id
 from gatewayd.plugins.key_auth import KeyAuth
-from gatewayd.plugins.file_log import FileLog, Rotation
+from gatewayd.plugins.file_log import DEFAULT_BACKLOG_BYTES, FileLog, Rotation
 from gatewayd.plugins.prometheus import Metrics, PrometheusLog
 from gatewayd.phases import AccessGate, ConfigurationError, Phases, compile_phases
 from gatewayd.plugins.ai_rate_limiting_advanced.handler import AIRateLimiter, LocalStore, Store, redis_identity, redis_store
@@ -122,6 +122,8 @@ class Gateway(application.Service):
     stores: dict[Any, Store] = field(factory=dict)
     shutdown_grace: float = 30.0
     rotation: Rotation | None = None
+    #: Bytes of records each file-log keeps in memory while its file takes no writes.
+    file_log_backlog: int = DEFAULT_BACKLOG_BYTES
     in_flight: set[Request] = field(factory=set)
     _idle: list[Deferred[None]] = field(factory=list)
     _retired_logs: list[FileLog] = field(factory=list)
@@ -350,7 +352,8 @@ class Gateway(application.Service):
         key = (plugin.config["path"], bool(plugin.config.get("reopen")))
         if key not in compiling.file_logs:
             compiling.file_logs[key] = self.file_logs.get(key) or FileLog.open(
-                key[0], self.reactor, reopen=key[1], rotation=self.rotation
+                key[0], self.reactor, reopen=key[1], rotation=self.rotation,
+                backlog_limit=self.file_log_backlog, report=self.metrics.file_log_report,
             )
         return (compiling.file_logs[key],)
 
@@ -582,11 +585,13 @@ def build(
     rotation: Rotation | None = None,
     pool_size: int = DEFAULT_POOL_SIZE,
     request_read_timeout: float = REQUEST_READ_TIMEOUT,
+    file_log_backlog: int = DEFAULT_BACKLOG_BYTES,
 ) -> tuple[application.MultiService, Gateway]:
     """Compose the daemon's services for ``config``.
 
     ``pool_size`` bounds the idle upstream connections kept open per host;
-    ``request_read_timeout`` the seconds a client may take to send a request.
+    ``request_read_timeout`` the seconds a client may take to send a request;
+    ``file_log_backlog`` the bytes of records a file-log keeps while its disk is full.
     """
     pool = None
     if client is None:
@@ -599,6 +604,7 @@ def build(
         make_token_source or google_token_sources(reactor),
         shutdown_grace=shutdown_grace,
         rotation=rotation,
+        file_log_backlog=file_log_backlog,
     )
     gateway.load(config)
     top = application.MultiService()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from attrs import define, field, frozen
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from twisted.web.server import Request
 
 from gatewayd.config import Plugin
@@ -42,6 +42,9 @@ class Metrics:
     ai_cost: Counter = field(init=False)
     ai_tokens: Counter = field(init=False)
     ai_latency: Histogram = field(init=False)
+    file_log_lost: Counter = field(init=False)
+    file_log_backlog: Gauge = field(init=False)
+    redis_reachable: Gauge = field(init=False)
 
     def __attrs_post_init__(self) -> None:
         r = self.registry
@@ -72,6 +75,24 @@ class Metrics:
         self.ai_latency = Histogram(
             "ai_llm_provider_latency_ms", "LLM response Latency for each AI plugins per "
             "ai_provider in Kong", AI_LABELS, buckets=LATENCY_BUCKETS, registry=r)
+        # gatewayd's own facts, under its own prefix (Kong has no such metrics).
+        self.file_log_lost = Counter(
+            "gatewayd_file_log_records_lost", "file-log records that could not be written "
+            "(disk full past the in-memory backlog, or still unwritten at stop)", ("path",),
+            registry=r)
+        self.file_log_backlog = Gauge(
+            "gatewayd_file_log_backlog_records", "file-log records waiting in memory for the "
+            "file to take writes again", ("path",), registry=r)
+        self.redis_reachable = Gauge(
+            "gatewayd_redis_reachable", "Whether the Redis of ai-rate-limiting-advanced "
+            "(strategy redis) answers, 0 is unreachable (like kong_datastore_reachable)",
+            ("redis",), registry=r)
+
+    def file_log_report(self, path: str, lost: int, backlog: int) -> None:
+        """What a file-log file says of its lost records and its backlog."""
+        if lost:
+            self.file_log_lost.labels(path).inc(lost)
+        self.file_log_backlog.labels(path).set(backlog)
 
 
 @frozen
