@@ -81,6 +81,11 @@ class FakeVertex:
         with urllib.request.urlopen(self.url + "/_fake/streams") as response:
             return json.load(response)
 
+    def token_fault(self, mode: str | None) -> None:
+        """Have the token endpoint answer 500, close, hang (or, with None, behave)."""
+        request = urllib.request.Request(self.url + "/_fake/token-fault", data=(mode or "").encode(), method="PUT")
+        urllib.request.urlopen(request).read()
+
     def clear(self) -> None:
         request = urllib.request.Request(self.url + "/_fake/requests", method="DELETE")
         urllib.request.urlopen(request).read()

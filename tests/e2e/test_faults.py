@@ -130,3 +130,56 @@ def test_a_full_log_disk_tears_no_line_keeps_a_backlog_and_counts_what_is_lost(t
         wait_for(lambda: log_path.read_bytes().count(b"\n") == len(records) + 1, what="a record after the fault")
     finally:
         daemon.stop()
+
+
+# -- a token endpoint that fails, closes or never answers ------------------------------------------
+
+@pytest.mark.parametrize("fault", ["500", "close", "hang"])
+def test_a_failing_token_endpoint_answers_requests_at_once_and_is_retried(tmp_path, fault):
+    fake = FakeVertex(tmp_path, "--token-fault", fault)
+    key = json.loads(fake.key_path.read_text())
+    daemon = Daemon(config_dir(tmp_path), fake.seed_environment(), tmp_path)
+    try:
+        started = time.monotonic()
+        code, body, _ = post(daemon.url)
+        elapsed = time.monotonic() - started
+        # 500: google-auth tries three times (about 3 s); hang: the 10 s deadline from the start.
+        assert elapsed < 12, elapsed
+        assert code == 500 and body["type"] == "error" and body["error"]["type"] == "api_error"
+        message = body["error"]["message"]
+        assert message.startswith("gateway credentials: could not obtain a Google access token")
+        secrets = (key["private_key"].splitlines()[1], key["private_key_id"])
+        assert not any(secret in message or secret in daemon.log() for secret in secrets)
+        assert log_events(daemon, "Google token refresh failed")
+        # While the retry is not due, requests are answered at once.
+        quick = time.monotonic()
+        assert post(daemon.url)[0] == 500
+        assert time.monotonic() - quick < 1.5 or fault == "500"
+        fake.token_fault(None)
+        wait_for(lambda: post(daemon.url)[0] == 200, timeout=40, what="a token after the fault")
+        assert log_events(daemon, "refreshed after")
+    finally:
+        daemon.stop()
+        fake.stop()
+
+
+def test_a_token_still_valid_is_used_while_its_refresh_hangs(tmp_path):
+    # Tokens valid for 302 s: gatewayd refreshes 300 s before expiry, so 2 s after issue.
+    fake = FakeVertex(tmp_path, "--token-lifetime", "302")
+    daemon = Daemon(config_dir(tmp_path), fake.seed_environment(), tmp_path)
+    try:
+        assert post(daemon.url)[0] == 200
+        fake.token_fault("hang")
+        time.sleep(2.5)
+        for n in range(12):  # over the refresh's 10 s deadline
+            started = time.monotonic()
+            assert post(daemon.url, f"during {n}")[0] == 200
+            assert time.monotonic() - started < 2
+            time.sleep(1)
+        (failed,) = log_events(daemon, "Google token refresh failed")
+        assert "did not answer within 10s" in failed and "stays in use" in failed
+        fake.token_fault(None)
+        wait_for(lambda: log_events(daemon, "refreshed after"), timeout=20, what="the refresh to succeed")
+    finally:
+        daemon.stop()
+        fake.stop()
