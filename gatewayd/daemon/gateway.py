@@ -261,7 +261,8 @@ class Gateway(application.Service):
         if plugin.config["strategy"] == "redis":
             key: Any = ("redis", *redis_identity(plugin))
             if key not in self.stores:
-                self.stores[key] = redis_store(plugin)
+                store = self.stores[key] = redis_store(plugin, self.reactor, self._redis_state)
+                self._redis_state(store.address, store.reachable)
         else:
             key = ("local", plugin.id)
             self.stores.setdefault(key, LocalStore(self.reactor))
@@ -270,6 +271,11 @@ class Gateway(application.Service):
             self.stores[key], self.reactor,
         )
         return limiter, limiter
+
+    def _redis_state(self, address: str, reachable: bool) -> None:
+        """A rate-limit Redis came or went: ``/status`` and ``gatewayd_redis_reachable`` show it."""
+        self.stats.redis[address] = reachable
+        self.metrics.redis_reachable.labels(address).set(1 if reachable else 0)
 
     def _route_resource(self, plugins: Mapping[str, Plugin], compiling: _Compiling) -> Resource:
         ai = plugins.get("ai-proxy-advanced")

@@ -4,6 +4,8 @@ that fails, closes or never answers, and Redis going away mid-traffic."""
 from __future__ import annotations
 
 import json
+import shutil
+import socket
 import os
 import subprocess
 import time
@@ -183,3 +185,82 @@ def test_a_token_still_valid_is_used_while_its_refresh_hangs(tmp_path):
     finally:
         daemon.stop()
         fake.stop()
+
+
+# -- Redis going away mid-traffic ------------------------------------------------------------------
+
+def start_redis(port: int, workdir: Path) -> subprocess.Popen:
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    wait_for(lambda: redis_cli(port, "PING") == "PONG", what="redis-server")
+    return process
+
+
+def redis_cli(port: int, *command: str) -> str:
+    done = subprocess.run(["redis-cli", "-p", str(port), *command], capture_output=True, text=True, timeout=5)
+    return done.stdout.strip()
+
+
+def used(port: int) -> float:
+    keys = redis_cli(port, "--scan", "--pattern", "gatewayd:ai-rate-limiting:*").split()
+    return sum(float(redis_cli(port, "GET", key) or 0) for key in keys)
+
+
+def test_redis_killed_mid_traffic_requests_pass_on_local_counts_and_counting_resumes(tmp_path, fake):
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server is not installed (Debian package redis-server; .ci/run installs it)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    redis = start_redis(port, tmp_path)
+    limiter = f"""_format_version: "3.0"
+plugins:
+  - name: ai-rate-limiting-advanced
+    config:
+      window_type: fixed
+      strategy: redis
+      redis: {{host: 127.0.0.1, port: {port}}}
+      llm_providers:
+        - name: gemini
+          limit: [100000000]
+          window_size: [3600]
+"""
+    daemon = Daemon(config_dir(tmp_path, ("50-limit.yaml", limiter)), fake.seed_environment(), tmp_path,
+                    status_listen="tcp:0:interface=127.0.0.1")
+    address = f"127.0.0.1:{port}"
+    try:
+        for n in range(3):
+            assert post(daemon.url, f"before {n}")[0] == 200
+        before = used(port)
+        assert before > 0
+        assert status(daemon)["redis"] == {address: {"reachable": True}}
+        assert metric(daemon, "gatewayd_redis_reachable", redis=address) == 1
+        redis.kill()  # SIGKILL, mid-traffic
+        redis.wait()
+        remaining = []
+        for n in range(10):
+            started = time.monotonic()
+            code, _, headers = post(daemon.url, f"during {n}")
+            assert code == 200
+            assert time.monotonic() - started < 3  # the default deadline: Kong's 2 s timeouts
+            remaining.append(int(headers["x-ai-ratelimit-remaining-hour-gemini"]))
+        assert remaining == sorted(remaining, reverse=True) and remaining[0] > remaining[-1]  # counted locally
+        assert status(daemon)["redis"] == {address: {"reachable": False}}
+        assert metric(daemon, "gatewayd_redis_reachable", redis=address) == 0
+        redis = start_redis(port, tmp_path)  # an empty Redis comes back on the same port
+        wait_for(lambda: log_events(daemon, "answers again after"), timeout=20, what="gatewayd to see Redis back")
+        assert status(daemon)["redis"] == {address: {"reachable": True}}
+        assert metric(daemon, "gatewayd_redis_reachable", redis=address) == 1
+        merged = used(port)
+        assert merged > 0  # what was counted during the outage is in Redis now
+        assert post(daemon.url, "after")[0] == 200
+        assert used(port) > merged  # and counting goes on there
+        assert len(log_events(daemon, "is unreachable")) == 1
+        assert len(log_events(daemon, "answers again after")) == 1
+    finally:
+        daemon.stop()
+        redis.kill()
+        redis.wait()
