@@ -3,13 +3,16 @@
 Starts the strict fake Vertex AI server, then ``twistd gatewayd`` on the sample
 configuration with the seed's ``DECK_...`` variables pointing at the fake,
 asks the seed's question, prints the answer and its file-log record, and
-keeps both running for Claude Code until interrupted.  The end-to-end tests
-drive the same two processes through the classes here.
+keeps both running for Claude Code until interrupted.  SIGINT, SIGTERM and
+SIGHUP (a closed terminal) stop both; on Linux they also die with the demo if
+it is killed outright.  The end-to-end tests drive the same two processes
+through the classes here.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import re
@@ -24,6 +27,10 @@ from typing import Callable, TypeVar
 
 T = TypeVar("T")
 BIN = Path(sys.executable).parent
+#: The signals that end the demo: Ctrl-C, ``kill``, and the terminal going away.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: prctl(2)'s option to have a child signalled when its parent dies (Linux).
+PR_SET_PDEATHSIG = 1
 
 
 def wait_for(predicate: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
@@ -59,6 +66,7 @@ class FakeVertex:
             ],
             stdout=self.output,
             stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent(),
         )
         self.port = int(wait_for(lambda: file_text(port_file), what="the fake's port"))
         self.url = f"http://127.0.0.1:{self.port}"
@@ -72,6 +80,11 @@ class FakeVertex:
         """Streams open now, and streams whose client (gatewayd) left before their end."""
         with urllib.request.urlopen(self.url + "/_fake/streams") as response:
             return json.load(response)
+
+    def token_fault(self, mode: str | None) -> None:
+        """Have the token endpoint answer 500, close, hang (or, with None, behave)."""
+        request = urllib.request.Request(self.url + "/_fake/token-fault", data=(mode or "").encode(), method="PUT")
+        urllib.request.urlopen(request).read()
 
     def clear(self) -> None:
         request = urllib.request.Request(self.url + "/_fake/requests", method="DELETE")
@@ -121,6 +134,7 @@ class Daemon:
             stderr=subprocess.STDOUT,
             env=env,
             cwd=workdir,
+            preexec_fn=_die_with_parent(),
         )
         self.port = int(wait_for(self._port, what=f"twistd to listen (log: {self.log_path})"))
         self.url = f"http://127.0.0.1:{self.port}"
@@ -150,6 +164,33 @@ def _lines(path: Path) -> list[str]:
 def file_text(path: Path) -> str | None:
     """The stripped text of ``path``, or None while it does not exist (a port file, say)."""
     return path.read_text().strip() if path.exists() else None
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child sent SIGTERM when this process dies, however it dies.
+
+    Without it a demo killed with SIGKILL would leave ``twistd`` holding its
+    port.  Linux only (``prctl``); elsewhere children outlive a killed demo.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
+
+    def arm() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
+
+
+class Stop(Exception):
+    """Raised in the main thread by one of :data:`STOP_SIGNALS`."""
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise Stop(signal.Signals(signum).name)
 
 
 def _terminate(process: subprocess.Popen[bytes]) -> None:
@@ -184,17 +225,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", default="tcp:8000:interface=127.0.0.1", help="gateway endpoint")
     parser.add_argument("--once", action="store_true", help="stop after showing the answer")
     options = parser.parse_args(argv)
+    # Before anything starts, so that a signal at any moment reaches the cleanup below.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _raise_stop)
     workdir = Path(tempfile.mkdtemp(prefix="gatewayd-demo-"))
-    fake = FakeVertex(workdir)
-    print(f"fake Vertex AI on {fake.url} (service-account key {fake.key_path})")
+    started: list[FakeVertex | Daemon] = []
     try:
-        daemon = Daemon(Path(options.config).resolve(), fake.seed_environment(), workdir, options.listen)
-    except RuntimeError as error:
-        fake.stop()
-        print(error, file=sys.stderr)
-        return 1
-    try:
-        print(f"gatewayd on {daemon.url} (its log: {daemon.log_path})\n")
+        fake = FakeVertex(workdir)
+        started.append(fake)
+        print(f"fake Vertex AI on {fake.url} (pid {fake.process.pid}, service-account key {fake.key_path})")
+        try:
+            daemon = Daemon(Path(options.config).resolve(), fake.seed_environment(), workdir, options.listen)
+        except RuntimeError as error:
+            print(error, file=sys.stderr)
+            return 1
+        started.append(daemon)
+        print(f"gatewayd on {daemon.url} (pid {daemon.process.pid}, its log: {daemon.log_path})\n")
         print(f"$ POST {daemon.url}/anything/v1/messages  {SEED_QUESTION!r}")
         body = json.dumps(
             {"model": "gemini-2.0-flash", "max_tokens": 1024, "messages": [{"role": "user", "content": SEED_QUESTION}]}
@@ -216,14 +262,23 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         print(
             f"\nReady. In another shell:\n  ANTHROPIC_BASE_URL={daemon.url}/anything "
-            "ANTHROPIC_MODEL=gemini-2.0-flash claude\nCtrl-C stops the demo."
+            "ANTHROPIC_MODEL=gemini-2.0-flash claude\nCtrl-C stops the demo.",
+            flush=True,
         )
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        while True:
+            signal.pause()
+    except Stop as stop:
+        try:
+            print(f"\n{stop}: stopping gatewayd and the fake", flush=True)
+        except OSError:
+            pass  # the terminal is gone (SIGHUP): nobody to tell
         return 0
     finally:
-        daemon.stop()
-        fake.stop()
-
+        # No second signal may cut the cleanup short: a closed terminal sends SIGHUP and more.
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+        for process in reversed(started):
+            process.stop()
 
 if __name__ == "__main__":
     sys.exit(main())

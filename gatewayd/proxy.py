@@ -115,15 +115,19 @@ class ServiceProxy:
     service: Service
     reactor: Any
     pool: HTTPConnectionPool
-    _tcp: IStreamClientEndpoint = field(init=False)
+    _made_tcp: IStreamClientEndpoint | None = field(init=False, default=None)
     _tls: dict[str, IStreamClientEndpoint] = field(init=False, factory=dict)
 
     log = Logger()
 
-    def __attrs_post_init__(self) -> None:
-        self._tcp = HostnameEndpoint(
-            self.reactor, self.service.host, self.service.port, timeout=self.service.connect_timeout / 1000
-        )
+    @property
+    def _tcp(self) -> IStreamClientEndpoint:
+        """The service's endpoint, made at its first request (a snapshot may never send one)."""
+        if self._made_tcp is None:
+            self._made_tcp = HostnameEndpoint(
+                self.reactor, self.service.host, self.service.port, timeout=self.service.connect_timeout / 1000
+            )
+        return self._made_tcp
 
     @property
     def host_header(self) -> str:

@@ -5,7 +5,12 @@ import datetime
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from gatewayd.providers.auth import CredentialsError, GoogleTokenSource, service_account_credentials
+from gatewayd.providers.auth import (
+    REFRESH_TIMEOUT,
+    CredentialsError,
+    GoogleTokenSource,
+    service_account_credentials,
+)
 
 
 class ThreadlessReactor(Clock):
@@ -64,18 +69,21 @@ class TokenSourceTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(second), "token-1")
         self.assertEqual(self.credentials.refreshes, 1)
 
-    def test_token_is_cached_until_shortly_before_expiry(self):
+    def test_token_is_cached_then_refreshed_in_the_background_while_still_valid(self):
         self.source.token()
         self.reactor.run_threads()
         self.reactor.advance(3600 - 301)
         self.assertEqual(self.successResultOf(self.source.token()), "token-1")
+        self.assertEqual(self.reactor.queued, [])
         self.reactor.advance(2)
-        pending = self.source.token()
-        self.assertNoResult(pending)
+        # Inside the refresh margin: the valid token is handed out, the refresh runs meanwhile.
+        self.assertEqual(self.successResultOf(self.source.token()), "token-1")
+        self.assertEqual(self.successResultOf(self.source.token()), "token-1")
+        self.assertEqual(len(self.reactor.queued), 1)
         self.reactor.run_threads()
-        self.assertEqual(self.successResultOf(pending), "token-2")
+        self.assertEqual(self.successResultOf(self.source.token()), "token-2")
 
-    def test_failed_refresh_fails_waiters_and_the_next_call_retries(self):
+    def test_failed_refresh_fails_waiters_at_once_and_is_retried_with_backoff(self):
         def broken(request):
             raise RuntimeError("invalid_grant: bad signature")
 
@@ -84,10 +92,45 @@ class TokenSourceTests(SynchronousTestCase):
         self.reactor.run_threads()
         failure = self.failureResultOf(pending, CredentialsError)
         self.assertIn("invalid_grant", str(failure.value))
-        del self.credentials.refresh
-        retry = self.source.token()
+        # Until the retry is due, callers are answered at once, without a refresh of their own.
+        self.failureResultOf(self.source.token(), CredentialsError)
+        self.assertEqual(self.reactor.queued, [])
+        self.reactor.advance(1)
+        self.assertEqual(len(self.reactor.queued), 1)
         self.reactor.run_threads()
-        self.assertEqual(self.successResultOf(retry), "token-1")
+        self.reactor.advance(1.5)
+        self.assertEqual(self.reactor.queued, [])  # the second retry waits 2 s
+        self.reactor.advance(0.5)
+        del self.credentials.refresh
+        self.reactor.run_threads()
+        self.assertEqual(self.successResultOf(self.source.token()), "token-1")
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_a_refresh_that_never_returns_answers_its_waiters_at_the_deadline(self):
+        pending = self.source.token()
+        self.reactor.advance(REFRESH_TIMEOUT)
+        failure = self.failureResultOf(pending, CredentialsError)
+        self.assertIn("did not answer", str(failure.value))
+        self.reactor.advance(1)
+        self.assertEqual(len(self.reactor.queued), 1)  # no second thread while the first is held
+        self.reactor.run_threads()  # the late answer is still taken
+        self.assertEqual(self.successResultOf(self.source.token()), "token-1")
+
+    def test_a_still_valid_token_is_used_while_refreshes_fail(self):
+        self.source.token()
+        self.reactor.run_threads()
+        self.reactor.advance(3600 - 299)
+
+        def broken(request):
+            raise RuntimeError("Connection refused")
+
+        self.credentials.refresh = broken
+        for _ in range(5):
+            self.assertEqual(self.successResultOf(self.source.token()), "token-1")
+            self.reactor.run_threads()
+            self.reactor.advance(30)
+        self.reactor.advance(3600)
+        self.failureResultOf(self.source.token(), CredentialsError)
 
 
 def test_service_account_errors_never_quote_the_key():

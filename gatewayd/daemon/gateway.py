@@ -24,10 +24,11 @@ from twisted.web.server import Request
 from treq.client import HTTPClient
 
 from gatewayd.config import Config, Service
+from gatewayd.daemon.health import Health
 from gatewayd.daemon.status import CountingSite, Readiness, Stats, status_root
 from gatewayd.pipeline import GatewayRoot, Snapshot, compile_snapshot
 from gatewayd.plugins import CompileContext, ConfigurationError, Kept, Registry, installed
-from gatewayd.plugins.file_log import Rotation
+from gatewayd.plugins.file_log import DEFAULT_BACKLOG_BYTES, Rotation
 from gatewayd.proxy import ServiceProxy, ServiceResource
 from gatewayd.providers.auth import (
     GoogleTokenSource,
@@ -66,11 +67,17 @@ class Gateway(application.Service):
     stats: Stats = field(factory=Stats)
     shutdown_grace: float = 30.0
     rotation: Rotation | None = None
+    #: Bytes of records each file-log keeps in memory while its file takes no writes.
+    file_log_backlog: int = DEFAULT_BACKLOG_BYTES
+    health: Health = field(init=False)
     in_flight: set[Request] = field(factory=set)
     _idle: list[Deferred[None]] = field(factory=list)
     _retired: list[Any] = field(factory=list)
 
     log = Logger()
+
+    def __attrs_post_init__(self) -> None:
+        self.health = Health(self.metrics_registry, self.stats)
 
     def load(self, config: Config) -> Snapshot:
         """Compile ``config`` and make it the one new requests see.
@@ -102,6 +109,8 @@ class Gateway(application.Service):
             "token_source_for": self.make_token_source,
             "metrics_registry": self.metrics_registry,
             "file_log_rotation": self.rotation,
+            "file_log_backlog": self.file_log_backlog,
+            "health": self.health,
         }
 
     def _client(self, connect_timeout: float) -> HTTPClient | UpstreamClient | None:
@@ -216,11 +225,13 @@ def build(
     pool_size: int = DEFAULT_POOL_SIZE,
     request_read_timeout: float = REQUEST_READ_TIMEOUT,
     registry: Registry | None = None,
+    file_log_backlog: int = DEFAULT_BACKLOG_BYTES,
 ) -> tuple[application.MultiService, Gateway]:
     """Compose the daemon's services for ``config``.
 
     ``pool_size`` bounds the idle upstream connections kept open per host;
-    ``request_read_timeout`` the seconds a client may take to send a request.
+    ``request_read_timeout`` the seconds a client may take to send a request;
+    ``file_log_backlog`` the bytes of records a file-log keeps while its disk is full.
     """
     pool = None
     if client is None:
@@ -234,6 +245,7 @@ def build(
         registry or installed(),
         shutdown_grace=shutdown_grace,
         rotation=rotation,
+        file_log_backlog=file_log_backlog,
     )
     gateway.load(config)
     top = application.MultiService()

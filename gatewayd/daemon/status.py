@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from attrs import define
+from attrs import define, field
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.defer import Deferred, gatherResults
@@ -40,6 +40,8 @@ class Stats:
     loaded_at: float | None = None  # wall clock
     config_hash: str | None = None
     ready: bool = False
+    #: Each Redis of ai-rate-limiting-advanced (host:port): whether it answers.
+    redis: dict[str, bool] = field(factory=dict)
 
     def request_started(self) -> None:
         self.requests_total += 1
@@ -120,6 +122,7 @@ class StatusPage(Resource):
                               "hash": s.config_hash},
             "configuration_hash": s.config_hash,
             "ready": s.ready,
+            "redis": {address: {"reachable": up} for address, up in sorted(s.redis.items())},
         })
 
 

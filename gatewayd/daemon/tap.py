@@ -35,6 +35,9 @@ class Options(usage.Options):
             int,
         ],
         ["file-log-keep", None, 5, "rotated file-log files kept with --file-log-max-bytes", int],
+        ["file-log-backlog", None, 16 * 1024 * 1024,
+         "bytes of file-log records kept in memory per file while its disk is full; "
+         "records past that are lost (and counted)", int],
         ["workers", "w", 1, "processes serving the --listen sockets (one per core)", int],
         ["upstream-pool", None, 512, "idle upstream connections kept open per host", int],
         ["request-read-timeout", None, 300.0,
@@ -58,6 +61,8 @@ class Options(usage.Options):
             raise usage.UsageError("--shutdown-grace must be 0 or more seconds")
         if self["file-log-max-bytes"] is not None and (self["file-log-max-bytes"] < 1 or self["file-log-keep"] < 1):
             raise usage.UsageError("--file-log-max-bytes and --file-log-keep must be at least 1")
+        if self["file-log-backlog"] < 0:
+            raise usage.UsageError("--file-log-backlog must be 0 or more bytes")
         if self["request-read-timeout"] <= 0:
             raise usage.UsageError("--request-read-timeout must be more than 0 seconds")
         if self["workers"] < 1 or self["upstream-pool"] < 1:
@@ -93,6 +98,7 @@ def makeService(options: Options) -> IService:
             rotation=rotation,
             pool_size=options["upstream-pool"],
             request_read_timeout=options["request-read-timeout"],
+            file_log_backlog=options["file-log-backlog"],
         )
     except (*INVALID, OSError) as error:
         raise usage.UsageError(str(error)) from None
@@ -105,6 +111,7 @@ def makeService(options: Options) -> IService:
             "--upstream-pool", str(options["upstream-pool"]),
             "--shutdown-grace", str(options["shutdown-grace"]),
             "--request-read-timeout", str(options["request-read-timeout"]),
+            "--file-log-backlog", str(options["file-log-backlog"]),
         )
         if rotation is not None:
             arguments += (

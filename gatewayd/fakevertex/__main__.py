@@ -8,7 +8,7 @@ from twisted.internet.task import react
 from twisted.logger import globalLogBeginner, textFileLogObserver
 from twisted.python import usage
 
-from .server import FakeVertex, make_site, write_file
+from .server import TOKEN_FAULTS, FakeVertex, make_site, write_file
 
 
 class Options(usage.Options):
@@ -20,7 +20,13 @@ class Options(usage.Options):
         ["stream-chunks", None, 4, "Text chunks per streamed answer.", int],
         ["stream-delay", None, 0.0, "Seconds between streamed chunks.", float],
         ["fail-all", None, None, "Answer every model call with this HTTP status (a target that is down).", int],
+        ["token-fault", None, None, "How /token misbehaves: 500, close or hang (see PUT /_fake/token-fault)."],
+        ["token-lifetime", None, 3600, "Seconds an issued access token is valid.", int],
     ]
+
+    def postOptions(self) -> None:
+        if self["token-fault"] not in (None, *TOKEN_FAULTS):
+            raise usage.UsageError(f"--token-fault must be one of {', '.join(TOKEN_FAULTS)}")
 
 
 def _host(address: object) -> str:
@@ -36,6 +42,8 @@ async def main(reactor, options: Options) -> None:
         stream_chunks=options["stream-chunks"],
         stream_delay=options["stream-delay"],
         fail_all=options["fail-all"],
+        token_fault=options["token-fault"],
+        token_lifetime=options["token-lifetime"],
     )
     port = await serverFromString(reactor, options["listen"]).listen(make_site(fake, reactor))
     address = port.getHost()

@@ -8,6 +8,8 @@
     DELETE /_fake/requests                          forget them
     GET    /_fake/streams                           {"open": streams being sent, "cancelled":
                                                     streams whose client left before their end}
+    PUT    /_fake/token-fault                       body "500", "close", "hang" or empty: how
+                                                    /token misbehaves from now on (empty: it does not)
 """
 
 import json
@@ -39,6 +41,8 @@ _VERTEX_PATH = re.compile(
 _GEMINI_PATH = re.compile(r"/v1beta/models/(?P<model>[^/:]+):(?P<method>[A-Za-z]+)")
 _METHODS = ("generateContent", "streamGenerateContent", "countTokens")
 _REDACTED = {"authorization", "x-goog-api-key"}
+#: How /token can misbehave: answer 500, close the connection unanswered, or never answer.
+TOKEN_FAULTS = ("500", "close", "hang")
 _AUTH_HELP = (
     "Expected OAuth 2 access token, login cookie or other valid authentication credential. "
     "See https://developers.google.com/identity/sign-in/web/devconsole-project."
@@ -55,6 +59,10 @@ class FakeVertex:
     stream_delay: float = 0.0
     #: When set, every model call answers this HTTP status (a target that is down).
     fail_all: int | None = None
+    #: When set, one of TOKEN_FAULTS: how the token endpoint misbehaves.
+    token_fault: str | None = None
+    #: Seconds an issued access token is valid.
+    token_lifetime: int = 3600
     wall_clock: Callable[[], float] = time.time
     account: ServiceAccount | None = None
     tokens: dict[str, float] = field(factory=dict)
@@ -75,8 +83,8 @@ class FakeVertex:
 
     def issue_token(self) -> dict[str, Any]:
         token = "ya29.fake-" + secrets.token_urlsafe(32)
-        self.tokens[token] = self.wall_clock() + 3600
-        return {"access_token": token, "expires_in": 3600, "token_type": "Bearer"}
+        self.tokens[token] = self.wall_clock() + self.token_lifetime
+        return {"access_token": token, "expires_in": self.token_lifetime, "token_type": "Bearer"}
 
     def token_valid(self, token: str) -> bool:
         return self.tokens.get(token, 0) > self.wall_clock()
@@ -142,9 +150,18 @@ class TokenResource(Resource):
         super().__init__()
         self._fake = fake
 
-    def render_POST(self, request: Request) -> bytes:
+    def render_POST(self, request: Request) -> bytes | int:
         form = parse_qs(request.content.read().decode("utf-8", "replace"))
         shown = {key: [value[:20] for value in values] for key, values in form.items()}
+        fault = self._fake.token_fault
+        if fault == "500":
+            self._fake.record(request, shown, 500)
+            return _json(request, 500, {"error": "internal_failure", "error_description": "Backend Error"})
+        if fault in ("close", "hang"):
+            self._fake.record(request, shown, 0)
+            if fault == "close":
+                request.channel.transport.loseConnection()
+            return NOT_DONE_YET
         try:
             if self._fake.account is None:
                 raise InvalidGrant("No service account key was issued by this server.")
@@ -333,6 +350,24 @@ class RequestsResource(Resource):
         return b""
 
 
+class TokenFaultResource(Resource):
+    """Switch the token endpoint's misbehaviour while the fake runs."""
+
+    isLeaf = True
+
+    def __init__(self, fake: FakeVertex) -> None:
+        super().__init__()
+        self._fake = fake
+
+    def render_PUT(self, request: Request) -> bytes:
+        mode = request.content.read().decode("ascii", "replace").strip()
+        if mode and mode not in TOKEN_FAULTS:
+            return _json(request, 400, {"error": f"token fault must be one of {TOKEN_FAULTS} or empty"})
+        self._fake.token_fault = mode or None
+        request.setResponseCode(204)
+        return b""
+
+
 class StreamsResource(Resource):
     """How many streams are open, and how many were cut off by their client."""
 
@@ -357,6 +392,7 @@ def make_resource(fake: FakeVertex, reactor: IReactorTime) -> IResource:
     internal = Resource()
     internal.putChild(b"requests", RequestsResource(fake))
     internal.putChild(b"streams", StreamsResource(fake))
+    internal.putChild(b"token-fault", TokenFaultResource(fake))
     root.putChild(b"_fake", internal)
     return root
 

@@ -179,7 +179,8 @@ def test_bad_requests_get_an_anthropic_400_and_the_daemon_keeps_serving(seed_dae
 
 def test_no_route_is_kongs_404(seed_daemon):
     status, answer = post_raw(seed_daemon, "/elsewhere/v1/messages", b"{}")
-    assert (status, answer) == (404, {"message": "no Route matched with those values"})
+    assert (status, answer["message"]) == (404, "no Route matched with those values")
+    assert len(answer["request_id"]) == 32  # Kong 3's body: the id also in X-Kong-Request-Id
 
 
 def test_count_tokens(client, fake):

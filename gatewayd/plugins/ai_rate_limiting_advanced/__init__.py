@@ -6,12 +6,12 @@ counter stores and the phases (a reservation at access, settled at log).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from gatewayd.config import Plugin
 from gatewayd.plugins import CompileContext, KongPlugin
 
-from .handler import AIRateLimiter, LocalStore, Store, redis_identity, redis_store
+from .handler import AIRateLimiter, LocalStore, RedisStore, Store, redis_identity, redis_store
 from .schema import AI_RATE_LIMITING_ADVANCED
 
 
@@ -28,7 +28,9 @@ def compile(plugin: Plugin, context: CompileContext) -> AIRateLimiter | None:
     key: tuple[Any, ...]
     if plugin.config["strategy"] == "redis":
         key = ("ai-rate-limiting-advanced", "redis", *redis_identity(plugin))
-        store: Store = context.keep(key, lambda: redis_store(plugin))
+        health = context.facility("health")
+        store: Store = context.keep(key, lambda: _reporting(redis_store(plugin, context.reactor, health.redis_state),
+                                                            health.redis_state))
     else:
         key = ("ai-rate-limiting-advanced", "local", plugin.id)
         store = context.keep(key, lambda: LocalStore(context.reactor))
@@ -36,6 +38,12 @@ def compile(plugin: Plugin, context: CompileContext) -> AIRateLimiter | None:
         plugin, target["provider"], (target.get("options") or {}).get("input_cost") or 0.0,
         store, context.reactor,
     )
+
+
+def _reporting(store: RedisStore, report: Callable[[str, bool], None]) -> RedisStore:
+    """A new Redis store, its state shown at once (``/status``, ``gatewayd_redis_reachable``)."""
+    report(store.address, store.reachable)
+    return store
 
 
 plugin = KongPlugin(

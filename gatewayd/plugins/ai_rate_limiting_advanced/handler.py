@@ -11,17 +11,20 @@ Windows are Kong's: ``fixed`` counts per aligned window; ``sliding`` adds the
 previous window's count weighted by how much of it still overlaps.  The same
 algorithm runs in memory (:class:`LocalStore`) or as one Lua script in Redis
 (:class:`RedisStore`), so instances sharing a Redis share the budget atomically.
+When Redis goes away, counting goes on in memory, as Kong documents for
+rate-limiting-advanced ("Fallback from Redis"), and goes back to Redis when it
+answers again.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from attrs import define, field, frozen
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.web.server import Request
 
@@ -36,6 +39,10 @@ WINDOW_NAMES = {1: "second", 60: "minute", 3600: "hour", 86400: "day", 2592000: 
 #: How many bytes of request body make one prompt token, for the reservation.
 BYTES_PER_TOKEN = 4
 KEY_PREFIX = "gatewayd:ai-rate-limiting:"
+#: Seconds between PINGs of a Redis that went away.
+PROBE_INTERVAL = 1.0
+#: The deadline of a Redis call when the plugin's timeouts are all 0, in seconds (Kong's default).
+DEFAULT_REDIS_DEADLINE = 2.0
 
 
 def _number(value: float) -> str:
@@ -129,6 +136,20 @@ class LocalStore:
         self._values = {k: v for k, v in self._values.items() if v[1] > now}
         self._next_sweep = now + 60
 
+    def take(self) -> list[tuple[str, float, int]]:
+        """Empty the store: each live counter's key, value and milliseconds left to live."""
+        now = self.clock.seconds()
+        taken = [(key, value, math.ceil((expires - now) * 1000))
+                 for key, (value, expires) in self._values.items() if expires > now and value]
+        self._values.clear()
+        return taken
+
+    def restore(self, entries: Sequence[tuple[str, float, int]]) -> None:
+        """Add back what :meth:`take` gave and could not be handed on."""
+        now = self.clock.seconds()
+        for key, value, ttl_ms in entries:
+            self._values[key] = (self._get(key, now) + value, now + ttl_ms / 1000)
+
 
 # KEYS: current and previous key of each window; ARGV: amount, then weight, limit, ttl_ms per window.
 RESERVE_SCRIPT = """
@@ -162,29 +183,149 @@ return #KEYS
 
 @define
 class RedisStore:
-    """Counters in Redis (``strategy: redis``), updated atomically by Lua scripts."""
+    """Counters in Redis (``strategy: redis``), updated atomically by Lua scripts.
+
+    Every call has a deadline.  A call that fails or misses it takes Redis for
+    gone: from then on this node counts in its own memory, so budgets still hold
+    per node (Kong's "Fallback from Redis"), and PINGs Redis every
+    :data:`PROBE_INTERVAL` seconds; once it answers, what was counted meanwhile
+    is added to its counters and counting goes back to Redis.  ``on_state`` hears
+    each change (``address``, reachable), for ``/status`` and the metric.
+    """
 
     connection: Any  # a txredisapi lazy connection
+    clock: IReactorTime
+    address: str  # host:port, for the log, /status and the metric
+    deadline: float
+    on_state: Callable[[str, bool], None] | None = None
+    _fallback: LocalStore = field(init=False)
+    _down_since: float | None = field(default=None, init=False)
+    _probe: IDelayedCall | None = field(default=None, init=False)
+    _closed: bool = field(default=False, init=False)
+
+    _logger = Logger()
+
+    def __attrs_post_init__(self) -> None:
+        self._fallback = LocalStore(self.clock)
+
+    @property
+    def reachable(self) -> bool:
+        return self._down_since is None
 
     async def reserve(self, counters: Sequence[Counter], amount: float) -> tuple[bool, list[float]]:
-        keys = [key for c in counters for key in (c.current, c.previous)]
-        args: list[Any] = [repr(float(amount))]
-        for c in counters:
-            args += [repr(c.weight), repr(float(c.limit)), c.ttl_ms]
-        result = await self.connection.eval(RESERVE_SCRIPT, keys, args)
-        return int(result[0]) == 1, [float(value) for value in result[1:]]
+        if self._down_since is None:
+            keys = [key for c in counters for key in (c.current, c.previous)]
+            args: list[Any] = [repr(float(amount))]
+            for c in counters:
+                args += [repr(c.weight), repr(float(c.limit)), c.ttl_ms]
+            try:
+                result = await self._call("eval", RESERVE_SCRIPT, keys, args)
+            except Exception as error:
+                self._gone(error)
+            else:
+                return int(result[0]) == 1, [float(value) for value in result[1:]]
+        return await self._fallback.reserve(counters, amount)
 
     async def charge(self, counters: Sequence[Counter], amount: float) -> None:
-        if amount:
-            await self.connection.eval(
-                CHARGE_SCRIPT, [c.current for c in counters],
-                [repr(float(amount)), *[c.ttl_ms for c in counters]])
+        if not amount:
+            return
+        if self._down_since is None:
+            try:
+                await self._call("eval", CHARGE_SCRIPT, [c.current for c in counters],
+                                 [repr(float(amount)), *[c.ttl_ms for c in counters]])
+                return
+            except Exception as error:
+                self._gone(error)
+        await self._fallback.charge(counters, amount)
+
+    async def _call(self, command: str, *args: Any) -> Any:
+        """One Redis command, failed with ``TimeoutError`` if not answered by the deadline.
+
+        txredisapi queues commands while it reconnects; the deadline cancels the wait.
+        """
+        import txredisapi
+
+        pending = getattr(self.connection, command)(*args)
+        pending.addTimeout(self.deadline, self.clock)
+        try:
+            return await pending
+        except txredisapi.ResponseError:
+            raise  # Redis answered: a script or data error, not an outage
+        except TimeoutError:
+            raise _Unreachable(f"no answer within {self.deadline:g}s") from None
+        except Exception as error:
+            raise _Unreachable(f"{type(error).__name__}: {error}") from None
+
+    def _gone(self, error: Exception) -> None:
+        """Count in memory from now on and start probing; an answer error is not an outage."""
+        if not isinstance(error, _Unreachable):
+            raise error
+        if self._down_since is not None:
+            return
+        self._down_since = self.clock.seconds()
+        self._logger.error(
+            "ai-rate-limiting-advanced: Redis {address} is unreachable ({error}); counting in this "
+            "node's memory until it answers again",
+            address=self.address,
+            error=str(error),
+        )
+        if self.on_state is not None:
+            self.on_state(self.address, False)
+        self._schedule_probe()
+
+    def _schedule_probe(self) -> None:
+        if not self._closed:
+            self._probe = self.clock.callLater(
+                PROBE_INTERVAL, lambda: Deferred.fromCoroutine(self._try_again()))
+
+    async def _try_again(self) -> None:
+        self._probe = None
+        try:
+            await self._call("ping")
+            merged = await self._merge()
+        except Exception:
+            self._schedule_probe()
+            return
+        if self._closed or self._down_since is None:
+            return
+        outage = self.clock.seconds() - self._down_since
+        self._down_since = None
+        self._logger.info(
+            "ai-rate-limiting-advanced: Redis {address} answers again after {outage:.1f}s; counting "
+            "there again ({merged} counters kept in memory meanwhile added to it)",
+            address=self.address,
+            outage=outage,
+            merged=merged,
+        )
+        if self.on_state is not None:
+            self.on_state(self.address, True)
+
+    async def _merge(self) -> int:
+        """Add what was counted in memory to Redis; until none is left, counting stays local."""
+        merged = 0
+        while entries := self._fallback.take():
+            for index, (key, value, ttl_ms) in enumerate(entries):
+                try:
+                    await self._call("eval", CHARGE_SCRIPT, [key], [repr(value), ttl_ms])
+                except Exception:
+                    self._fallback.restore(entries[index:])
+                    raise
+                merged += 1
+        return merged
 
     def close(self) -> Any:
+        self._closed = True
+        if self._probe is not None and self._probe.active():
+            self._probe.cancel()
         return self.connection.disconnect()
 
 
-def redis_store(plugin: Plugin) -> RedisStore:
+class _Unreachable(Exception):
+    """A Redis call failed for want of an answer (no connection, lost, or past its deadline)."""
+
+
+def redis_store(plugin: Plugin, clock: IReactorTime,
+                on_state: Callable[[str, bool], None] | None = None) -> RedisStore:
     """A lazy, reconnecting txredisapi connection for the plugin's ``redis`` block."""
     import txredisapi
 
@@ -200,7 +341,11 @@ def redis_store(plugin: Plugin) -> RedisStore:
         connectTimeout=redis["connect_timeout"] / 1000 or None,
         replyTimeout=max(redis["read_timeout"], redis["send_timeout"]) / 1000 or None,
     )
-    return RedisStore(connection)
+    # A call waits to connect (txredisapi queues it meanwhile), or for its answer: the
+    # longest of Kong's three timeouts bounds either wait.
+    deadline = max(redis["connect_timeout"], redis["send_timeout"], redis["read_timeout"]) / 1000
+    return RedisStore(connection, clock, f"{redis['host']}:{redis['port']}",
+                      deadline or DEFAULT_REDIS_DEADLINE, on_state)
 
 
 def redis_identity(plugin: Plugin) -> tuple[Any, ...]:
@@ -303,7 +448,7 @@ class AIRateLimiter:
         try:
             allowed, used = await self.store.reserve(found, amount)
         except Exception as error:
-            # Fail open, as Kong does when its counter store is unreachable.
+            # Redis answered with an error (an outage is counted locally by RedisStore): let it through.
             self._logger.error("ai-rate-limiting-advanced: counter store failed, request let "
                                "through: {error}", error=str(error))
             return
