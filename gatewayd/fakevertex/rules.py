@@ -447,14 +447,15 @@ def sentinels(api: str) -> frozenset[bytes]:
 
 
 def signature_anchor(part: dict[str, Any]) -> str:
-    """What a signature is bound to: the call it came with (name and args), or a text part.
+    """What a signature is bound to: a call of the function it came with, or a text part.
 
     Google's thought-signature pages: return each signature on the part it came with, unchanged;
-    a signature moved to another call, or merged onto two parts, is not valid.
+    a signature moved to another call, or merged onto two parts, is not valid.  The args are not
+    part of the binding: clients send a call back with their own defaults filled in (Claude Code
+    adds ``"replace_all": false`` to an Edit), and nothing Google publishes says it checks them.
     """
     if "functionCall" in part:
-        call = part["functionCall"]
-        return "call:" + json.dumps([call.get("name", ""), call.get("args", {})], sort_keys=True)
+        return "call:" + str(part["functionCall"].get("name", ""))
     return "text"
 
 
