@@ -55,7 +55,8 @@ def check_same_code(env: dict[str, str]) -> None:
         [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60, cwd="/"
     )
     where = Path(done.stdout.strip()).resolve() if done.returncode == 0 else None
-    if where is None or SOURCE not in where.parents:
+    # Compared whole: a venv inside the working tree is under SOURCE too.
+    if where != SOURCE / "gatewayd" / "tap.py":
         raise RuntimeError(
             f"a child process would run gatewayd from {where or done.stderr.strip()}, not from {SOURCE}"
         )
