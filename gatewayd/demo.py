@@ -25,12 +25,49 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, TypeVar
 
+import gatewayd
+
 T = TypeVar("T")
 BIN = Path(sys.executable).parent
 #: The signals that end the demo: Ctrl-C, ``kill``, and the terminal going away.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 #: prctl(2)'s option to have a child signalled when its parent dies (Linux).
 PR_SET_PDEATHSIG = 1
+#: The directory holding the ``gatewayd`` this process imported (a source tree or site-packages).
+SOURCE = Path(gatewayd.__file__).resolve().parents[1]
+
+
+def source_environment(env: dict[str, str] | None = None) -> dict[str, str]:
+    """``env`` with SOURCE first on PYTHONPATH, so a child runs the code this process runs.
+
+    Without it ``twistd`` would import whatever copy is installed in the venv, and tests run
+    from a working tree could pass on older code.
+    """
+    env = dict(os.environ if env is None else env)
+    rest = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = f"{SOURCE}{os.pathsep}{rest}" if rest else str(SOURCE)
+    return env
+
+
+_checked: set[str] = set()
+
+
+def check_same_code(env: dict[str, str]) -> None:
+    """Fail loudly unless a child started with ``env`` imports gatewayd from SOURCE."""
+    key = env.get("PYTHONPATH", "")
+    if key in _checked:
+        return
+    probe = "import gatewayd.daemon.tap as tap; print(tap.__file__)"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60, cwd="/"
+    )
+    where = Path(done.stdout.strip()).resolve() if done.returncode == 0 else None
+    # Compared whole: a venv inside the working tree is under SOURCE too.
+    if where != SOURCE / "gatewayd" / "daemon" / "tap.py":
+        raise RuntimeError(
+            f"a child process would run gatewayd from {where or done.stderr.strip()}, not from {SOURCE}"
+        )
+    _checked.add(key)
 
 
 def wait_for(predicate: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
@@ -67,6 +104,7 @@ class FakeVertex:
             stdout=self.output,
             stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent(),
+            env=source_environment(),
         )
         self.port = int(wait_for(lambda: file_text(port_file), what="the fake's port"))
         self.url = f"http://127.0.0.1:{self.port}"
@@ -125,6 +163,8 @@ class Daemon:
         self.log_path = workdir / "twistd.log"
         self.output = open(self.log_path, "wb")
         status = ["--status-listen", status_listen] if status_listen else []
+        env = source_environment(env)
+        check_same_code(env)
         self.process = subprocess.Popen(
             [
                 str(BIN / "twistd"), "-n", "--pidfile=", *twistd_args,

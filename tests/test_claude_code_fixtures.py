@@ -19,6 +19,7 @@ from gatewayd.translate import (
     message_from_gemini,
     prepare,
 )
+from tests.grammar import check_stream
 
 ALL_FIXTURES = sorted((Path(__file__).parent / "fixtures" / "claude_code").glob("*.json"))
 # /context counts the tokens of each part of the session with /v1/messages/count_tokens.
@@ -28,9 +29,16 @@ MODELS = ["gemini-2.0-flash", "gemini-2.5-flash", "gemini-2.5-pro", "gemini-3-fl
 EVENT = TypeAdapter(RawMessageStreamEvent)
 
 
-def fake_signature(raw: bytes) -> bool:
-    """The fixtures were recorded against the fake: their signatures are ones it issued."""
-    return raw.startswith(b"fakevertex-sig:")
+def fake_signatures(body: dict):
+    """The fixtures were recorded against the fake: their signatures are ones it issued, on the
+    parts they are on now (that record is gone, so only their being used once is checked)."""
+    anchors = {
+        rules.decode_bytes(part["thoughtSignature"]): rules.signature_anchor(part)
+        for content in body["contents"]
+        for part in content["parts"]
+        if part.get("thoughtSignature", "").startswith(rules.encode_bytes(b"fakevertex-sig:")[:16])
+    }
+    return anchors.get
 
 
 def load(path: Path) -> dict:
@@ -61,8 +69,8 @@ def test_fixture_accepted_and_answer_parses(path, model, api):
     body = load(path)["body"]
     profile = ModelProfile(model, api=api)
     prepared = prepare(body, profile, SignatureMemory())
-    canonical = rules.check_generate(prepared.body, api=api, model=model, known_signature=fake_signature)
-    reply = fake_model.script(canonical, model=model, sign=lambda: rules.encode_bytes(b"fakevertex-sig:x"))
+    canonical = rules.check_generate(prepared.body, api=api, model=model, known_signature=fake_signatures(prepared.body))
+    reply = fake_model.script(canonical, model=model, api=api, sign=lambda part: rules.encode_bytes(b"fakevertex-sig:x"))
     assert reply.error is None
     envelope = {"modelVersion": model, "responseId": "r"}
     answer = fake_model.response(reply, envelope=envelope, prompt_tokens=100)
@@ -73,6 +81,7 @@ def test_fixture_accepted_and_answer_parses(path, model, api):
     for chunk in fake_model.stream_chunks(reply, envelope=envelope, prompt_tokens=100, chunks=3):
         events += translator.feed(chunk)
     events += translator.finish()
+    check_stream(events)
     for name, data in events:
         if name == "ping":
             continue

@@ -15,6 +15,7 @@ from treq.testing import StubTreq
 from gatewayd.config import ConfigError, load_config
 from gatewayd.plugins.ai_rate_limiting_advanced.handler import LocalStore, Window, counters
 from gatewayd.daemon.status import Stats, status_root
+from tests.bounded import until_refused
 from tests.test_service import MESSAGES, GatewayInMemory, ask
 
 KEY = "sk-team-alice-0123456789"
@@ -121,8 +122,7 @@ class RateLimitTests(GatewayInMemory):
         status, headers, _ = self.post(ask("hi"), headers=alice)
         self.assertEqual(status, 200)
         self.assertEqual(headers["x-ai-ratelimit-remaining-2-gemini"], [str(150 - spent)])
-        while status == 200:
-            status, headers, text = self.post(ask("hi"), headers=alice)
+        status, headers, text = until_refused(lambda: self.post(ask("hi"), headers=alice))
         self.assertEqual((status, error_type(text)), (429, "rate_limit_error"))
         self.assertEqual(headers["x-ai-ratelimit-remaining-2-gemini"], ["0"])
         self.assertIn(headers["retry-after"][0], ("1", "2"))
@@ -185,8 +185,7 @@ class CostLimitTests(GatewayInMemory):
         expected = (usage["prompt_tokens"] * 4000 + usage["completion_tokens"] * 8000) / 1e6
         self.assertAlmostEqual(usage["cost"], expected)
         self.assertEqual(headers["x-ai-ratelimit-limit-minute-gemini"], ["1"])
-        while status == 200:
-            status, headers, _ = self.post(ask("hi"), headers=alice)
+        status, headers, _ = until_refused(lambda: self.post(ask("hi"), headers=alice))
         self.assertEqual(status, 429)
         spent = sum(r["ai"]["proxy"]["usage"]["cost"] for r in self.records() if "ai" in r)
         self.assertLess(spent, 1 + expected * 2)  # never more than one request past the budget

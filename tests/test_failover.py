@@ -13,6 +13,7 @@ import pytest
 from twisted.internet.error import ConnectionRefusedError, TimeoutError as ConnectingTimeout
 
 from tests.inmemory import Gateway, answer, ask, events, google_error, target
+from tests.grammar import check_stream
 
 ALL = "[error, timeout, http_429, http_500, http_502, http_503, http_504]"
 
@@ -98,7 +99,9 @@ def test_no_failover_once_the_stream_has_started(make):
     upstream.chunk(answer("part one", finish=None))
     upstream.lost()  # the upstream connection breaks mid-stream
     assert gateway.upstream.pending() == []
-    names = [name for name, _ in events(client.response()[2])]
+    streamed = events(client.response()[2])
+    check_stream(streamed)
+    names = [name for name, _ in streamed]
     assert names[0] == "message_start" and names[-1] == "error" and "message_stop" not in names
     assert tried(gateway) == [(0, "error")]
 

@@ -17,17 +17,17 @@ from gatewayd.fakevertex import FakeVertex, auth, make_resource, model, rules
 from gatewayd.fakevertex.errors import Rejected
 
 USER = {"role": "user", "parts": [{"text": "hi"}]}
-READ_TOOL = {"functionDeclarations": [{"name": "Read", "parameters": {"type": "OBJECT"}}]}
+READ_TOOL = {"functionDeclarations": [{"name": "Read", "parameters": {"type": "OBJECT", "properties": {"file_path": {"type": "STRING"}}}}]}
 
 
-def rejected(body, *, api="vertex", model_name="gemini-2.5-flash", known=lambda raw: False) -> str:
+def rejected(body, *, api="vertex", model_name="gemini-2.5-flash", known=lambda raw: None) -> str:
     with pytest.raises(Rejected) as info:
         rules.check_generate(body, api=api, model=model_name, known_signature=known)
     assert info.value.code == 400
     return info.value.message
 
 
-def accepted(body, *, api="vertex", model_name="gemini-2.5-flash", known=lambda raw: False) -> dict:
+def accepted(body, *, api="vertex", model_name="gemini-2.5-flash", known=lambda raw: None) -> dict:
     return rules.check_generate(body, api=api, model=model_name, known_signature=known)
 
 
@@ -355,7 +355,8 @@ def test_gemini_2_needs_no_signature():
 def test_issued_signature_accepted_and_forged_rejected():
     issued = rules.decode_bytes("aXNzdWVk")
     body = {"contents": [USER, call_turn("aXNzdWVk"), response_turn()]}
-    accepted(body, model_name=G3, known=lambda raw: raw == issued)
+    anchor = rules.signature_anchor(call_turn()["parts"][0])
+    accepted(body, model_name=G3, known=lambda raw: anchor if raw == issued else None)
     assert rejected(body, model_name=G3) == "Unable to submit request because Thought signature is not valid."
     assert rejected(body, api="gemini", model_name=G3) == "Thought signature is not valid."
 
@@ -382,9 +383,9 @@ def test_count_tokens_fields_per_api():
 # --- the scripted model ----------------------------------------------------------------------------
 
 
-def run_script(contents, model_name="gemini-2.5-flash", **extra):
+def run_script(contents, model_name="gemini-2.5-flash", api="vertex", **extra):
     issued = []
-    reply = model.script({"contents": contents, **extra}, model=model_name, sign=lambda: issued.append(1) or "U0lH")
+    reply = model.script({"contents": contents, **extra}, model=model_name, api=api, sign=lambda part: issued.append(part) or "U0lH")
     return reply, issued
 
 
@@ -434,7 +435,7 @@ def test_tool_results():
 
 
 def test_fail_directive():
-    reply, _ = run_script([{"role": "user", "parts": [{"text": "[[fail 429]]"}]}])
+    reply, _ = run_script([{"role": "user", "parts": [{"text": "[[fail 429]]"}]}], api="gemini")
     assert reply.error.code == 429
     assert reply.error.body()["error"]["status"] == "RESOURCE_EXHAUSTED"
     assert reply.error.body()["error"]["details"] == [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "12s"}]
@@ -741,3 +742,103 @@ def test_the_scripted_model_reads_the_whole_current_user_turn():
         "Tell me about the Alexiad",
         "<system-note>x</system-note>",
     ]
+
+
+# --- rules the first fake let through (issue 14): each test fails against it ----------------------
+
+
+def declared(parameters):
+    return {"contents": [USER], "tools": [{"functionDeclarations": [{"name": "f", "parameters": parameters}]}]}
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [{"type": "STRING"}, {"anyOf": [{"type": "OBJECT", "properties": {"a": {"type": "STRING"}}}]}, {"description": "no type"}],
+)
+def test_vertex_parameters_must_be_an_object(parameters):
+    assert "functionDeclaration parameters schema should be of type OBJECT" in rejected(declared(parameters))
+    accepted(declared({"type": "OBJECT"}))  # an OBJECT without properties is fine on Vertex
+
+
+@pytest.mark.parametrize(
+    ("parameters", "where"),
+    [
+        ({"type": "OBJECT"}, "parameters.properties"),
+        ({"type": "OBJECT", "properties": {}}, "parameters.properties"),
+        ({"type": "OBJECT", "properties": {"a": {"type": "STRING"}, "b": {"type": "OBJECT"}}}, "parameters.properties[1].value.properties"),
+        ({"type": "OBJECT", "properties": {"a": {"type": "ARRAY", "items": {"type": "OBJECT"}}}}, "parameters.properties[0].value.items.properties"),
+    ],
+)
+def test_gemini_api_objects_need_properties(parameters, where):
+    assert rejected(declared(parameters), api="gemini") == (
+        f"* GenerateContentRequest.tools[0].function_declarations[0].{where}: should be non-empty for OBJECT type\n"
+    )
+    accepted(declared(parameters))  # Vertex takes them
+
+
+def image_part(mime, api_field="inlineData"):
+    if api_field == "inlineData":
+        return {"inlineData": {"mimeType": mime, "data": "R0lGODlh"}}
+    return {"fileData": {"mimeType": mime, "fileUri": "https://example.com/a"}}
+
+
+@pytest.mark.parametrize("api", ["vertex", "gemini"])
+@pytest.mark.parametrize("field", ["inlineData", "fileData"])
+def test_gif_images_are_refused(api, field):
+    body = {"contents": [{"role": "user", "parts": [{"text": "look"}, image_part("image/gif", field)]}]}
+    assert rejected(body, api=api) == "Unsupported MIME type: image/gif"
+    for mime in sorted(rules.IMAGE_TYPES):
+        accepted({"contents": [{"role": "user", "parts": [image_part(mime, field)]}]}, api=api)
+
+
+def test_gif_inside_a_function_response_is_refused():
+    response = {"functionResponse": {"name": "Read", "response": {}, "parts": [{"inlineData": {"mimeType": "image/gif", "data": "R0lG"}}]}}
+    body = {"contents": [USER, call_turn(), {"role": "user", "parts": [response]}], "tools": [READ_TOOL]}
+    assert rejected(body) == "Unsupported MIME type: image/gif"
+
+
+def test_gs_uris_only_on_vertex():
+    part = {"fileData": {"mimeType": "application/pdf", "fileUri": "gs://bucket/a.pdf"}}
+    body = {"contents": [{"role": "user", "parts": [part]}]}
+    accepted(body)
+    assert rejected(body, api="gemini") == "Invalid or unsupported file uri: gs://bucket/a.pdf"
+
+
+def test_a_signature_is_valid_only_on_the_call_it_came_with():
+    issued = rules.decode_bytes("aXNzdWVk")
+    read = {"functionCall": {"name": "Read", "args": {"file_path": "/a"}}}
+    anchor = rules.signature_anchor(read)
+    known = lambda raw: anchor if raw == issued else None  # noqa: E731
+    tools = [{"functionDeclarations": [{"name": "Read"}, {"name": "Bash"}]}]
+
+    def turn(*parts):
+        return {"contents": [USER, {"role": "model", "parts": list(parts)}, response_turn(len(parts))], "tools": tools}
+
+    accepted(turn({**read, "thoughtSignature": "aXNzdWVk"}), model_name=G3, known=known)
+    moved = {"functionCall": {"name": "Bash", "args": {}}, "thoughtSignature": "aXNzdWVk"}
+    assert rejected(turn(moved), model_name=G3, known=known).endswith("Thought signature is not valid.")
+    # Clients fill in defaults of a call's args when they send it back: still the same call.
+    filled = {"functionCall": {"name": "Read", "args": {"file_path": "/a", "limit": 0}}, "thoughtSignature": "aXNzdWVk"}
+    accepted(turn(filled), model_name=G3, known=known)
+    on_text = {"contents": [USER, {"role": "model", "parts": [{"text": "x", "thoughtSignature": "aXNzdWVk"}]}, USER]}
+    assert rejected(on_text, model_name=G3, known=known).endswith("Thought signature is not valid.")
+    twice = turn({**read, "thoughtSignature": "aXNzdWVk"}, {**read, "thoughtSignature": "aXNzdWVk"})
+    assert rejected(twice, model_name=G3, known=known).endswith("Thought signature is not valid.")
+
+
+@pytest.mark.parametrize(
+    ("model_name", "api", "limit"),
+    [("gemini-2.0-flash", "vertex", 8192), ("gemini-2.0-flash", "gemini", 8192),
+     ("gemini-2.5-flash", "vertex", 65535), ("gemini-2.5-pro", "gemini", 65536),
+     ("gemini-3-flash-preview", "vertex", 65536), ("gemini-3-pro-preview", "gemini", 65536)],
+)
+def test_max_output_tokens_per_model_and_api(model_name, api, limit):
+    accepted(config(maxOutputTokens=limit), model_name=model_name, api=api)
+    assert f"maxOutputTokens value of {limit + 1} but" in rejected(config(maxOutputTokens=limit + 1), model_name=model_name, api=api)
+
+
+def test_retry_info_only_on_gemini_api_429s():
+    vertex, _ = run_script([{"role": "user", "parts": [{"text": "[[fail 429]]"}]}], api="vertex")
+    assert "details" not in vertex.error.body()["error"]
+    gemini, _ = run_script([{"role": "user", "parts": [{"text": "[[fail 429]]"}]}], api="gemini")
+    assert gemini.error.body()["error"]["details"][0]["retryDelay"] == "12s"

@@ -19,6 +19,7 @@ from gatewayd.plugins import Registry, installed
 from gatewayd.providers.auth import CredentialsError
 from gatewayd.daemon.gateway import GatewayRoot, build
 from gatewayd.site import request_factory
+from tests.grammar import check_stream
 
 SAMPLE = Path(__file__).resolve().parents[1] / "etc" / "gatewayd"
 MESSAGES = "http://gateway.test/anything/v1/messages"
@@ -79,7 +80,7 @@ class GatewayInMemory(SynchronousTestCase):
             "DECK_GCP_PROJECT_ID": "fake-project",
             "DECK_GEMINI_LOCATION_ID": "us-central1",
         }
-        upstream = StubTreq(make_resource(self.fake, self.clock))
+        upstream = self.upstream = StubTreq(make_resource(self.fake, self.clock))
         source = self.token_source or StaticToken(self.fake.issue_token()["access_token"])
         registry = self.registry or installed()
         _, self.gateway = build(
@@ -136,6 +137,7 @@ class MessagesTests(GatewayInMemory):
         status, headers, text = self.post(ask("hello [[chunks 3]]", stream=True))
         self.assertEqual(status, 200)
         self.assertTrue(headers["content-type"][0].startswith("text/event-stream"))
+        check_stream(events(text))
         names = [name for name, _ in events(text)]
         self.assertEqual(names[:2], ["message_start", "ping"])
         self.assertEqual(names[-2:], ["message_delta", "message_stop"])
@@ -143,11 +145,11 @@ class MessagesTests(GatewayInMemory):
         (record,) = self.records()
         self.assertEqual(record["ai"]["proxy"]["meta"]["request_mode"], "stream")
 
-    def test_upstream_rate_limit_becomes_a_429_with_retry_after(self):
+    def test_vertex_rate_limit_becomes_a_429_without_a_guessed_delay(self):
         status, headers, text = self.post(ask("[[fail 429]]"))
         self.assertEqual(status, 429)
         self.assertEqual(json.loads(text)["error"]["type"], "rate_limit_error")
-        self.assertEqual(headers["retry-after"], ["12"])
+        self.assertNotIn("retry-after", headers)
         self.assertEqual(self.records()[0]["response"]["status"], 429)
 
     def test_upstream_overload_becomes_529(self):
@@ -164,10 +166,19 @@ class MessagesTests(GatewayInMemory):
         self.assertEqual(len(self.records()), 1)
 
     def test_strict_upstream_rejection_is_a_400_with_googles_message(self):
-        status, _, text = self.post(ask("hi", temperature=1.5, top_p=1.5))
+        # The request reaches Google (the fake), whose 400 and message reach the client.
+        status, _, text = self.post(ask("hi [[fail 400]]"))
         self.assertEqual(status, 400)
         error = json.loads(text)["error"]
         self.assertEqual(error["type"], "invalid_request_error")
+        self.assertIn("Request contains an invalid argument.", error["message"])
+        self.assertEqual([r["status"] for r in self.fake.requests], [400])
+
+    def test_out_of_range_sampling_is_refused_before_google(self):
+        status, _, text = self.post(ask("hi", temperature=1.5))
+        self.assertEqual((status, json.loads(text)["error"]["type"]), (400, "invalid_request_error"))
+        self.assertIn("temperature", json.loads(text)["error"]["message"])
+        self.assertEqual(self.fake.requests, [])
 
     def test_count_tokens(self):
         status, _, text = self.post(ask("count me"), url=MESSAGES + "/count_tokens")
@@ -203,3 +214,63 @@ class BrokenCredentialsTests(GatewayInMemory):
         self.assertEqual(error["type"], "api_error")
         self.assertNotIn("PRIVATE", text)
         self.assertEqual(self.records()[0]["response"]["status"], 500)
+
+
+GEMINI_API_PLUGIN = """_format_version: "3.0"
+plugins:
+  - name: ai-proxy-advanced
+    config:
+      llm_format: anthropic
+      max_request_body_size: 4096
+      targets:
+      - route_type: llm/v1/chat
+        logging: {log_statistics: true, log_payloads: false}
+        auth: {header_name: x-goog-api-key, header_value: fake-gemini-key}
+        model:
+          provider: gemini
+          name: gemini-2.5-flash
+          options:
+            upstream_url: "https://fake.test/v1beta/models/gemini-2.5-flash:generateContent"
+"""
+
+
+class GeminiApiTests(GatewayInMemory):
+    """A Gemini API target with its key in a header, and a small request body limit."""
+
+    extra_files = {"80-gemini-api.yaml": GEMINI_API_PLUGIN}
+
+    def test_the_api_key_goes_in_the_header_not_the_url(self):
+        status, _, _ = self.post(ask("hi"))
+        self.assertEqual(status, 200)
+        (call,) = [r for r in self.fake.requests if r["path"].startswith("/v1beta/")]
+        self.assertEqual(call["headers"]["x-goog-api-key"], "fake-gemin")  # recorded redacted
+        self.assertEqual(call["query"], {})
+
+    def test_gemini_api_rate_limit_passes_on_google_retry_delay(self):
+        status, headers, text = self.post(ask("[[fail 429]]"))
+        self.assertEqual((status, json.loads(text)["error"]["type"]), (429, "rate_limit_error"))
+        self.assertEqual(headers["retry-after"], ["12"])
+
+    def test_max_request_body_size_is_enforced(self):
+        status, _, _ = self.post(ask("x" * 3000))
+        self.assertEqual(status, 200)
+        status, _, text = self.post(ask("x" * 5000))
+        self.assertEqual((status, json.loads(text)["error"]["type"]), (413, "request_too_large"))
+        self.assertEqual([r for r in self.fake.requests if r["path"].startswith("/v1beta/")][1:], [])
+
+
+class TimingTests(GatewayInMemory):
+    def test_time_to_first_token_and_time_per_token_are_measured(self):
+        self.fake.stream_delay = 0.25  # the fake sends its first frame at once, then one per 0.25 s
+        sent = self.client.post(MESSAGES, data=json.dumps(ask("hello there [[chunks 4]]", stream=True)).encode())
+        for _ in range(8):
+            self.clock.advance(0.25)
+            self.upstream.flush()
+            self.client.flush()
+        response = self.successResultOf(sent)
+        check_stream(events(self.successResultOf(response.text())))
+        ai = self.records()[-1]["ai"]["proxy"]
+        completion = ai["usage"]["completion_tokens"]
+        self.assertEqual(ai["meta"]["llm_latency"], 1000)  # five frames: 0, .25, .5, .75, 1.0 s
+        self.assertEqual(ai["usage"]["time_to_first_token"], 0)
+        self.assertEqual(ai["usage"]["time_per_token"], 1000 / completion)

@@ -1,29 +1,47 @@
-"""Property tests: generated Anthropic requests become Gemini bodies the strict fake accepts,
-and the fake's answers become Messages and stream events the official SDK's types accept."""
+"""Property tests: generated Anthropic requests become Gemini bodies the strict fake accepts
+(every rule on), the fake's answers become Messages and stream events the official SDK's types
+accept and the stream grammar allows, and a generated upstream stream split at any byte gives
+the same events."""
 
 from __future__ import annotations
 
 import base64
+import io
 import itertools
+import json
 
 import pydantic
 from anthropic.types import Message, RawMessageStreamEvent
 from hypothesis import example, given, settings, strategies as st
+from PIL import Image
 
 from gatewayd.fakevertex import model as fake_model, rules
-from gatewayd.translate import ModelProfile, StreamTranslator, message_from_gemini, prepare
+from gatewayd.translate import GeminiSSEDecoder, ModelProfile, StreamTranslator, message_from_gemini, prepare
+from tests.grammar import check_stream
 
 SETTINGS = settings(max_examples=40, deadline=None)
-PROFILES = [ModelProfile("gemini-2.5-flash"), ModelProfile("gemini-2.0-flash"), ModelProfile("gemini-2.5-pro", api="gemini")]
+PROFILES = [
+    ModelProfile("gemini-2.5-flash"), ModelProfile("gemini-2.0-flash"), ModelProfile("gemini-2.5-pro", api="gemini"),
+    ModelProfile("gemini-3-flash-preview", api="gemini"), ModelProfile("gemini-3-pro-preview", api="vertex"),
+]
 STREAM_EVENT = pydantic.TypeAdapter(RawMessageStreamEvent)
 
 text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40).filter(str.strip)
 text_block = st.builds(lambda t: {"type": "text", "text": t}, text)
+
+
+def encoded_image(size: tuple[int, int], colour: tuple[int, int, int], fmt: str) -> str:
+    out = io.BytesIO()
+    Image.new("RGB", size, colour).save(out, format=fmt)
+    return base64.b64encode(out.getvalue()).decode()
+
+
 image_block = st.builds(
-    lambda data, mime: {"type": "image", "source": {"type": "base64", "media_type": mime,
-                                                     "data": base64.b64encode(data).decode()}},
-    st.binary(min_size=1, max_size=32),
-    st.sampled_from(["image/png", "image/jpeg", "image/webp", "image/gif"]),
+    lambda size, colour, fmt: {"type": "image", "source": {
+        "type": "base64", "media_type": f"image/{fmt.lower()}", "data": encoded_image(size, colour, fmt)}},
+    st.tuples(st.integers(1, 8), st.integers(1, 8)),
+    st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 255)),
+    st.sampled_from(["PNG", "JPEG", "WEBP", "GIF"]),
 )
 tool_names = st.sampled_from(["Read", "Bash", "Grep", "mcp__server__look-up"])
 schemas = st.sampled_from([
@@ -32,6 +50,10 @@ schemas = st.sampled_from([
     {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0}, "tags": {"type": "array", "items": {"type": "string"}}},
      "additionalProperties": False, "$schema": "http://json-schema.org/draft-07/schema#"},
     {"type": "object", "properties": {"mode": {"enum": ["a", "b"]}, "x": {"anyOf": [{"type": "string"}, {"type": "null"}]}}},
+    {"type": "object", "properties": {"path": {"type": "string"}, "url": {"type": "string"}},
+     "anyOf": [{"required": ["path"]}, {"required": ["url"]}]},
+    {"type": "object", "properties": {"cmd": {"type": "string"}, "env": {"type": "object", "additionalProperties": {"type": "string"}}}},
+    {"type": "object", "properties": {"opts": {"type": "object"}}, "oneOf": [{"required": ["opts"]}, {"properties": {"x": {"type": "integer"}}, "required": ["x"]}]},
 ])
 
 
@@ -99,7 +121,7 @@ def test_generated_requests_pass_the_strict_fake(body, profile):
 def test_the_fakes_answers_parse_with_the_sdk_types(body, profile, chunks):
     prepared = prepare(body, profile)
     canonical = rules.check_generate(prepared.body, api=profile.api, model=profile.name)
-    reply = fake_model.script(canonical, model=profile.name, sign=lambda: "c2ln")
+    reply = fake_model.script(canonical, model=profile.name, api=profile.api, sign=lambda part: "c2ln")
     envelope = {"modelVersion": profile.name, "responseId": "r"}
     whole = fake_model.response(reply, envelope=envelope, prompt_tokens=10)
     message = message_from_gemini(whole, prepared, message_id="msg_1", model=profile.name)
@@ -109,9 +131,66 @@ def test_the_fakes_answers_parse_with_the_sdk_types(body, profile, chunks):
     for chunk in fake_model.stream_chunks(reply, envelope=envelope, prompt_tokens=10, chunks=chunks):
         events += translator.feed(chunk)
     events += translator.finish()
-    names = [name for name, _ in events]
-    assert names[0] == "message_start" and names[-1] == "message_stop"
+    check_stream(events)
     for name, data in events:
         if name == "ping":  # the SDK skips pings before parsing
             continue
         assert STREAM_EVENT.validate_python(data).type == name
+
+
+# --- upstream streams split at every byte -------------------------------------------------------
+
+signature = st.sampled_from(["U0lHMQ==", "U0lHMg==", "c2lnLTM="])
+upstream_part = st.one_of(
+    st.builds(lambda t: {"text": t, "thought": True}, text),
+    st.builds(lambda t: {"text": t}, text),
+    st.builds(lambda t, sig: {"text": t, "thoughtSignature": sig}, st.one_of(st.just(""), text), signature),
+    st.builds(
+        lambda name, args, sig: {"functionCall": {"name": name, "args": args}, **({"thoughtSignature": sig} if sig else {})},
+        st.sampled_from(["Read", "Bash"]),
+        st.dictionaries(st.sampled_from(["path", "n", "ü"]), st.one_of(text, st.integers()), max_size=2),
+        st.one_of(st.none(), signature),
+    ),
+)
+
+
+@st.composite
+def upstream_streams(draw):
+    """A Gemini SSE stream: chunks of parts, then a finish chunk with usage; CRLF or LF framing."""
+    chunks = [
+        {"candidates": [{"content": {"role": "model", "parts": parts}}],
+         "usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": n}}
+        for n, parts in enumerate(draw(st.lists(st.lists(upstream_part, min_size=1, max_size=2), max_size=5)), 1)
+    ]
+    finish = draw(st.sampled_from(["STOP", "MAX_TOKENS", "SAFETY", "MALFORMED_FUNCTION_CALL"]))
+    chunks.append({"candidates": [{"finishReason": finish}], "usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": 7}})
+    newline = draw(st.sampled_from(["\r\n", "\n"]))
+    return b"".join(f"data: {json.dumps(c, ensure_ascii=draw(st.booleans()))}{newline}{newline}".encode() for c in chunks)
+
+
+def stream_events(pieces: list[bytes], prepared) -> list:
+    counter = itertools.count()
+    translator = StreamTranslator(prepared, message_id="msg_1", model="m", new_tool_id=lambda: f"toolu_{next(counter)}")
+    decoder = GeminiSSEDecoder()
+    events = [*translator.start()]
+    for piece in pieces:
+        for chunk in decoder.feed(piece):
+            events += translator.feed(chunk)
+    for chunk in decoder.close():
+        events += translator.feed(chunk)
+    return events + translator.finish()
+
+
+@settings(max_examples=60, deadline=None)
+@given(upstream_streams(), st.lists(text, max_size=2))
+def test_any_byte_split_gives_the_same_grammatical_events(raw, stops):
+    body = {"model": "c", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}], "stream": True,
+            "tools": [{"name": n, "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}}}
+                      for n in ("Read", "Bash")]}
+    if stops:
+        body["stop_sequences"] = stops
+    prepared = prepare(body, ModelProfile("gemini-3-flash-preview"))
+    whole = stream_events([raw], prepared)
+    check_stream(whole)
+    for cut in range(1, len(raw)):
+        assert stream_events([raw[:cut], raw[cut:]], prepared) == whole, f"split at byte {cut}"

@@ -1,10 +1,13 @@
 """prepare(): Anthropic request -> Gemini request that the strict upstream accepts."""
 
+import base64
 import copy
+import io
 import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from gatewayd.translate import (
     SIGNATURE_NEXT,
@@ -15,7 +18,7 @@ from gatewayd.translate import (
     count_tokens_body,
     prepare,
 )
-from gatewayd.fakevertex import rules
+from gatewayd.fakevertex import catalog, rules
 from gatewayd.fakevertex.errors import Rejected
 from gatewayd.translate import message_from_gemini
 from gatewayd.translate.request import SYSTEM_NOTE
@@ -159,7 +162,6 @@ def test_max_tokens_clamped_to_family_and_profile():
     assert prepare(base(max_tokens=32000), ModelProfile("gemini-2.0-flash")).body["generationConfig"][
         "maxOutputTokens"
     ] == 8192
-    assert prepare(base(max_tokens=100000), VERTEX_25).body["generationConfig"]["maxOutputTokens"] == 65536
     capped = ModelProfile("gemini-2.5-flash", max_tokens=4000)
     assert prepare(base(max_tokens=32000), capped).body["generationConfig"]["maxOutputTokens"] == 4000
 
@@ -168,7 +170,7 @@ def test_sampling_and_stop_sequences():
     stops = ["a", "b", "c", "d", "e", "f", "g"]
     prepared = prepare(base(temperature=0.3, top_p=0.9, top_k=40, stop_sequences=stops), VERTEX_25)
     config = prepared.body["generationConfig"]
-    assert config["stopSequences"] == ["a", "b", "c", "d", "e"]
+    assert "stopSequences" not in config  # matched here, see test_translate_stream
     assert prepared.stop_sequences == tuple(stops)
     assert (config["temperature"], config["topP"], config["topK"]) == (0.3, 0.9, 40)
 
@@ -464,7 +466,7 @@ def test_gemini3_stand_in_signature_for_unsigned_calls():
          {"thinkingLevel": "LOW", "includeThoughts": True}, True),
         ("gemini-3-flash-preview", {"type": "adaptive", "display": "omitted"}, "high",
          {"thinkingLevel": "HIGH"}, False),
-        ("gemini-3-flash-preview", None, None, None, False),
+        ("gemini-3-flash-preview", None, None, {"thinkingLevel": "MINIMAL"}, False),  # Anthropic default: no thinking
     ],
 )
 def test_thinking_mapping(model, thinking, effort, expected, include):
@@ -499,3 +501,136 @@ def test_rule_checker_catches_what_upstream_rejects():
     }
     problems = rule_violations(body, ModelProfile("gemini-3-pro-preview", api="gemini"))
     assert len(problems) == 6, problems
+
+
+# --- issue 14: cases a careful gateway must get right ------------------------------------------
+
+
+@pytest.mark.parametrize("api", ["vertex", "gemini"])
+@pytest.mark.parametrize("model", sorted(catalog.KNOWN_MODELS))
+def test_output_limits_table_matches_the_fakes_limits(model, api):
+    """One table (models.OUTPUT_LIMITS) clamps max_tokens; the fake takes its value and not one more."""
+    profile = ModelProfile(model, api=api)
+    body = prepare(base(max_tokens=1_000_000), profile).body
+    assert body["generationConfig"]["maxOutputTokens"] == profile.output_limit
+    rules.check_generate(body, api=api, model=model)
+    body["generationConfig"]["maxOutputTokens"] += 1
+    with pytest.raises(Rejected, match="maxOutputTokens"):
+        rules.check_generate(body, api=api, model=model)
+
+
+def test_temperature_is_anthropics_range():
+    assert prepare(base(temperature=1.0), VERTEX_25).body["generationConfig"]["temperature"] == 1.0
+    with pytest.raises(TranslationError, match="temperature: must be a number from 0 to 1"):
+        prepare(base(temperature=1.5), VERTEX_25)
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("gemini-2.5-flash", {"thinkingBudget": 0}),
+        ("gemini-2.5-flash-lite", {"thinkingBudget": 0}),
+        ("gemini-2.5-pro", {"thinkingBudget": 128}),
+        ("gemini-3-flash-preview", {"thinkingLevel": "MINIMAL"}),
+        ("gemini-3-pro-preview", {"thinkingLevel": "LOW"}),
+    ],
+)
+def test_no_thinking_requested_means_as_little_as_the_model_allows(model, expected):
+    body = prepare(base(), ModelProfile(model)).body
+    assert body["generationConfig"]["thinkingConfig"] == expected
+    rules.check_generate(body, api="vertex", model=model)
+
+
+def test_gemini_2_0_still_gets_no_thinking_config():
+    assert "thinkingConfig" not in prepare(base(), ModelProfile("gemini-2.0-flash")).body["generationConfig"]
+
+
+GIF = base64.b64encode(
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\x00\x00\x00\x00\x00!\xf9\x04\x00\x00\x00\x00\x00"
+    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+).decode()
+
+
+def gif_block():
+    return {"type": "image", "source": {"type": "base64", "media_type": "image/gif", "data": GIF}}
+
+
+@pytest.mark.parametrize("api", ["vertex", "gemini"])
+def test_gif_becomes_png_in_a_message_and_in_a_tool_result(api):
+    messages = [
+        {"role": "user", "content": [gif_block(), {"type": "text", "text": "what is this?"}]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "shot", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [gif_block()]}]},
+    ]
+    tools = [{"name": "shot", "input_schema": {"type": "object", "properties": {"x": {"type": "string"}}}}]
+    body = prepare(base(messages=messages, tools=tools), ModelProfile("gemini-2.5-flash", api=api)).body
+    images = [p["inlineData"] for c in body["contents"] for p in c["parts"] if "inlineData" in p]
+    assert [i["mimeType"] for i in images] == ["image/png", "image/png"]
+    png = base64.b64decode(images[0]["data"])
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    with Image.open(io.BytesIO(png)) as decoded:
+        assert (decoded.size, decoded.convert("RGB").getpixel((0, 0))) == ((1, 1), (255, 0, 0))
+    rules.check_generate(body, api=api, model="gemini-2.5-flash")
+
+
+def test_a_gif_that_cannot_be_converted_is_a_400():
+    broken = {"type": "image", "source": {"type": "base64", "media_type": "image/gif", "data": "R0lGODlhAAAA"}}
+    with pytest.raises(TranslationError, match=r"messages\.0\.content\.0\.source\.data: not a readable GIF"):
+        prepare(base(messages=[{"role": "user", "content": [broken]}]), VERTEX_25)
+    by_url = {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.gif"}}
+    with pytest.raises(TranslationError, match="image/gif image by URL"):
+        prepare(base(messages=[{"role": "user", "content": [by_url]}]), VERTEX_25)
+
+
+def test_gs_urls_need_vertex():
+    doc = {"type": "document", "source": {"type": "url", "url": "gs://bucket/a.pdf"}}
+    body = base(messages=[{"role": "user", "content": [doc]}])
+    assert prepare(body, VERTEX_25).body["contents"][0]["parts"][0]["fileData"]["fileUri"] == "gs://bucket/a.pdf"
+    with pytest.raises(TranslationError, match="gs:// URLs need a Vertex AI target"):
+        prepare(body, ModelProfile("gemini-2.5-flash", api="gemini"))
+
+
+ONE_OF_REQUIRED = {
+    "type": "object",
+    "properties": {"path": {"type": "string"}, "url": {"type": "string"}, "encoding": {"type": "string"}},
+    "required": ["encoding"],
+    "anyOf": [{"required": ["path"]}, {"required": ["url"]}],
+}
+
+
+@pytest.mark.parametrize("keyword", ["anyOf", "oneOf"])
+@pytest.mark.parametrize("api", ["vertex", "gemini"])
+def test_alternative_required_sets_become_an_object_and_a_stated_rule(keyword, api):
+    schema = {k if k != "anyOf" else keyword: v for k, v in ONE_OF_REQUIRED.items()}
+    tools = [{"name": "fetch", "description": "Fetch a thing.", "input_schema": schema}]
+    body = prepare(base(tools=tools), ModelProfile("gemini-2.5-flash", api=api)).body
+    (declaration,) = body["tools"][0]["functionDeclarations"]
+    parameters = declaration["parameters"]
+    assert parameters["type"] == "OBJECT" and "anyOf" not in parameters
+    assert parameters["required"] == ["encoding"]
+    assert set(parameters["properties"]) == {"path", "url", "encoding"}
+    word = "exactly one" if keyword == "oneOf" else "at least one"
+    assert declaration["description"] == (
+        f"Fetch a thing.\n\nArguments: {word.capitalize()} of these sets of properties is required: (path) or (url)."
+    )
+    rules.check_generate(body, api=api, model="gemini-2.5-flash")
+
+
+@pytest.mark.parametrize("api", ["vertex", "gemini"])
+def test_a_free_form_object_property_keeps_its_meaning(api):
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "env": {"type": "object", "additionalProperties": {"type": "string"}}},
+        "required": ["name"],
+    }
+    tools = [{"name": "run", "input_schema": schema}]
+    body = prepare(base(tools=tools), ModelProfile("gemini-2.5-flash", api=api)).body
+    (declaration,) = body["tools"][0]["functionDeclarations"]
+    if api == "vertex":
+        env = declaration["parameters"]["properties"]["env"]
+        assert env == {"type": "OBJECT", "additionalProperties": {"type": "STRING"}}
+    else:
+        # The Gemini API has no way to say "any keys" in `parameters`: the JSON Schema goes as is.
+        assert "parameters" not in declaration
+        assert declaration["parametersJsonSchema"] == schema
+    rules.check_generate(body, api=api, model="gemini-2.5-flash")

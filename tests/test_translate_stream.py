@@ -9,6 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
+from tests.grammar import check_stream
+
 from gatewayd.translate import (
     SIGNATURE_NEXT,
     SIGNATURE_PREVIOUS,
@@ -70,7 +72,9 @@ def translate(chunks, prep=None):
     events = translator.start()
     for c in chunks:
         events += translator.feed(c)
-    return events + translator.finish(), translator
+    events += translator.finish()
+    check_stream(events)
+    return events, translator
 
 
 def test_decoder_reads_crlf_and_lf_events():
@@ -202,6 +206,7 @@ def test_final_text_signature_is_remembered_not_appended_and_comes_back_on_its_t
     for c in [chunk({"text": "All done."}), chunk({"text": "", "thoughtSignature": "E"}, finish="STOP")]:
         events += translator.feed(c)
     events += translator.finish()
+    check_stream(events)
     message = accumulate(events)
     assert message["content"] == [{"type": "text", "text": "All done."}]
     history = {
@@ -278,10 +283,11 @@ def test_held_back_text_is_flushed():
 
 @pytest.mark.parametrize(
     "text, expected",
-    [("The answer is 4.", ("end_turn", None)), ("<b>bold", ("stop_sequence", "</b>")),
-     ("", ("stop_sequence", "</b>")), ("list:\n", ("end_turn", None))],
+    [("The answer is 4.", ("end_turn", None)), ("<b>bold", ("end_turn", None)), ("", ("end_turn", None)),
+     ("<b>bold</b> and more", ("stop_sequence", "</b>")), ("a\n\nb", ("stop_sequence", "\n\n"))],
 )
-def test_stripped_stop_sequence_heuristic(text, expected):
+def test_stop_sequence_only_when_one_is_in_the_text(text, expected):
+    """An answer that simply ends is end_turn, however it ends; a sequence seen in the text stops it."""
     parts = [{"text": text}] if text else []
     events, translator = translate([chunk(*parts, finish="STOP")], prepared(stop_sequences=["</b>", "\n\n"]))
     assert (translator.stop_reason, translator.stop_sequence) == expected

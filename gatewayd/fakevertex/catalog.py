@@ -36,9 +36,20 @@ def is_gemini3(model: str) -> bool:
     return family(model) == "3"
 
 
-def max_output_tokens_exclusive(model: str) -> int:
-    """The exclusive upper bound Google quotes in its maxOutputTokens error."""
-    return {"2.0": 8193, "2.5": 65536}.get(family(model), 65537)
+# The exclusive upper bound Google quotes in its maxOutputTokens error, per family and API:
+# gemini-2.0 "from 1 (inclusive) to 8193 (exclusive)"; gemini-2.5 on Vertex "to 65536
+# (exclusive)" (BerriAI/litellm#10548; Vertex's 2.5 Flash page gives 65,535), while the Gemini
+# API's 2.5 model pages give an output limit of 65,536; Gemini 3 takes 65,536 on both.
+_MAX_OUTPUT_EXCLUSIVE = {
+    ("2.0", "vertex"): 8193,
+    ("2.0", "gemini"): 8193,
+    ("2.5", "vertex"): 65536,
+    ("2.5", "gemini"): 65537,
+}
+
+
+def max_output_tokens_exclusive(model: str, api: str) -> int:
+    return _MAX_OUTPUT_EXCLUSIVE.get((family(model), api), 65537)
 
 
 def thinking_levels(model: str) -> frozenset[str]:

@@ -54,7 +54,11 @@ def error_body(code: int, message: str, details: tuple[dict[str, Any], ...] = ()
     return {"error": error}
 
 
-def canned(code: int) -> Rejected:
-    """The error the ``[[fail CODE]]`` directive asks for."""
-    details = (RETRY_INFO,) if code == 429 else ()
+def canned(code: int, api: str) -> Rejected:
+    """The error the ``[[fail CODE]]`` directive asks for.
+
+    Only the Gemini API's 429 carries ``RetryInfo`` (/work/shared/gemini-api-rules.md, Errors);
+    Vertex's quota error points at its 429 page and says nothing about when to retry.
+    """
+    details = (RETRY_INFO,) if code == 429 and api == "gemini" else ()
     return Rejected(code, _CANNED.get(code, "Unknown error."), details)

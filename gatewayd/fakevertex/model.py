@@ -19,8 +19,9 @@ way a model sees consecutive user turns — and answers:
 
 More directives in that text:
 
-- ``[[fail CODE]]``: answer HTTP CODE with Google's error body (429 RESOURCE_EXHAUSTED carries a
-  ``RetryInfo`` detail with ``retryDelay`` "12s"; 400, 500, 503, 504, ... their canned messages).
+- ``[[fail CODE]]``: answer HTTP CODE with Google's error body (on the Gemini API a 429
+  RESOURCE_EXHAUSTED carries a ``RetryInfo`` detail with ``retryDelay`` "12s", Vertex's does not;
+  400, 500, 503, 504, ... their canned messages).
 - ``[[chunks N]]``: a stream carries the text in N chunks (default: the server's --stream-chunks).
 - ``[[stream-error CODE]]``: a stream sends its content chunks, then ends with
   ``data: {"error": {...}}`` instead of the final chunk (non-streaming calls answer normally).
@@ -47,8 +48,8 @@ point; in a stream it comes on the last chunk.
 
 When ``generationConfig.thinkingConfig.includeThoughts`` is true the content starts with a thought
 part ``{"text": THOUGHT, "thought": true}``.  Gemini 3 models put a ``thoughtSignature`` (opaque
-base64 that the server remembers, see ``sign``) on the first functionCall part, or else on the
-last text part; Gemini 2.x never sends one.
+base64 that the server remembers together with the part it was issued on, see ``sign``) on the
+first functionCall part, or else on the last text part; Gemini 2.x never sends one.
 
 Usage: ``promptTokenCount`` = len(request JSON) // 4 (at least 1), ``candidatesTokenCount`` =
 ceil(len(answer text or JSON-encoded calls) / 4) so far, ``thoughtsTokenCount`` when there is a
@@ -217,13 +218,15 @@ def answer_text(content: dict[str, Any]) -> str:
     return "Echo: " + _DIRECTIVE.sub("", text).strip()[-200:]
 
 
-def script(request: dict[str, Any], *, model: str, sign: Callable[[], str]) -> Reply:
-    """Decide the answer to ``request``; ``sign()`` issues a new thought signature."""
+def script(
+    request: dict[str, Any], *, model: str, sign: Callable[[dict[str, Any]], str], api: str = "vertex"
+) -> Reply:
+    """Decide the answer to ``request``; ``sign(part)`` issues a thought signature for ``part``."""
     content = last_user_content(request)
     text = user_text(content)
     fail = _FAIL.search(text)
     if fail:
-        return Reply(error=canned(int(fail.group(1))))
+        return Reply(error=canned(int(fail.group(1)), api))
     chunks = _CHUNKS.search(text)
     stream_error = _STREAM_ERROR.search(text)
     thinking = request.get("generationConfig", {}).get("thinkingConfig", {})
@@ -255,7 +258,7 @@ def script(request: dict[str, Any], *, model: str, sign: Callable[[], str]) -> R
             parts.append({"text": answer})
     if catalog.is_gemini3(model) and parts:
         target = next((part for part in parts if "functionCall" in part), parts[-1])
-        target["thoughtSignature"] = sign()
+        target["thoughtSignature"] = sign(target)
     searched = any("googleSearch" in tool for tool in request.get("tools", []))
     answer_parts = [part["text"] for part in parts if "text" in part and not part.get("thought")]
     return Reply(

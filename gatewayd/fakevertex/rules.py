@@ -251,12 +251,35 @@ def check_part(part: dict[str, Any], api: str, path: str) -> None:
         set_fields.remove("text")  # proto3: an empty string is the unset default
     if len(set_fields) != 1 and not (signed and not set_fields):
         raise _bad(api, f"{path}.data", "required oneof field 'data' must have one initialized field")
+    for key in ("inlineData", "fileData"):
+        if key in part:
+            check_media(part[key], api)
+    for index, item in enumerate(part.get("functionResponse", {}).get("parts", [])):
+        for key in ("inlineData", "fileData"):
+            if key in item:
+                check_media(item[key], api)
     if part.get("text") == "" and api == "vertex" and not signed:
         raise Rejected(
             400,
             "Unable to submit request because it has an empty text parameter. Add a value to the "
             f"parameter and try again. Learn more: {VERTEX_LEARN_MORE}",
         )
+
+
+# Image types both APIs take; image/gif is refused (Google's image-understanding pages list these
+# five; the error text is the one quoted in /work/shared/gemini-api-rules.md).
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"})
+
+
+def check_media(data: dict[str, Any], api: str) -> None:
+    """inlineData / fileData: supported image types; no ``gs://`` URI on the Gemini API
+    (googleapis/python-genai#71: the Gemini API takes Files API and HTTPS URIs only)."""
+    mime = data.get("mimeType", "")
+    if mime.startswith("image/") and mime not in IMAGE_TYPES:
+        raise Rejected(400, f"Unsupported MIME type: {mime}")
+    uri = data.get("fileUri", "")
+    if api == "gemini" and uri.startswith("gs://"):
+        raise Rejected(400, f"Invalid or unsupported file uri: {uri}")
 
 
 def _is_user(content: dict[str, Any]) -> bool:
@@ -315,6 +338,8 @@ def check_tools(request: dict[str, Any], api: str, model: str = "") -> None:
         name = decl.get("name", "")
         if not _FUNCTION_NAME[api].fullmatch(name):
             raise _bad(api, f"{path}.name", _FUNCTION_NAME_MESSAGE[api])
+        if "parameters" in decl:
+            check_parameters(decl["parameters"], api, f"{path}.parameters")
         if "parameters" in decl and "parametersJsonSchema" in decl:
             raise _bad(
                 api,
@@ -322,6 +347,35 @@ def check_tools(request: dict[str, Any], api: str, model: str = "") -> None:
                 f"Unable to submit request because function `{name}` sets both `parameters` and "
                 "`parameters_json_schema`; they are mutually exclusive.",
             )
+
+
+def check_parameters(schema: dict[str, Any], api: str, path: str) -> None:
+    """Vertex: the top-level schema must be an OBJECT (BerriAI/litellm#19139, genkit-ai/genkit#1134,
+    vercel/ai#12183).  Gemini API: every OBJECT, nested ones included, needs non-empty
+    ``properties`` (agno-agi/agno#2112, BerriAI/litellm#9289)."""
+    if api == "vertex":
+        if schema.get("type") != "OBJECT":
+            raise Rejected(
+                400,
+                "Unable to submit request because functionDeclaration parameters schema should be of type "
+                f"OBJECT. Learn more: {VERTEX_LEARN_MORE}",
+            )
+        return
+    for where, sub in _schemas(schema, path):
+        if sub.get("type") == "OBJECT" and not sub.get("properties"):
+            raise _bad(api, f"{where}.properties", "should be non-empty for OBJECT type")
+
+
+def _schemas(schema: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
+    """``schema`` and every schema nested in it, with their field paths."""
+    found = [(path, schema)]
+    for index, sub in enumerate(schema.get("properties", {}).values()):
+        found.extend(_schemas(sub, f"{path}.properties[{index}].value"))
+    if "items" in schema:
+        found.extend(_schemas(schema["items"], f"{path}.items"))
+    for index, sub in enumerate(schema.get("anyOf", [])):
+        found.extend(_schemas(sub, f"{path}.any_of[{index}]"))
+    return found
 
 
 def _range(name: str, value: float, low: str, high: str) -> Rejected:
@@ -345,7 +399,7 @@ def check_generation_config(config: dict[str, Any], api: str, model: str) -> Non
     if top_p is not None and not 0 <= top_p <= 1:
         raise _range("topP", top_p, "0", "1.0001")
     max_tokens = config.get("maxOutputTokens")
-    high = catalog.max_output_tokens_exclusive(model)
+    high = catalog.max_output_tokens_exclusive(model, api)
     if max_tokens is not None and not 1 <= max_tokens < high:
         raise _range("maxOutputTokens", max_tokens, "1", str(high))
     if "thinkingConfig" in config:
@@ -392,7 +446,22 @@ def sentinels(api: str) -> frozenset[bytes]:
     return frozenset(decode_bytes(value) or b"" for value in values)
 
 
-def check_signatures(contents: list[dict[str, Any]], api: str, known: Callable[[bytes], bool]) -> None:
+def signature_anchor(part: dict[str, Any]) -> str:
+    """What a signature is bound to: a call of the function it came with, or a text part.
+
+    Google's thought-signature pages: return each signature on the part it came with, unchanged;
+    a signature moved to another call, or merged onto two parts, is not valid.  The args are not
+    part of the binding: clients send a call back with their own defaults filled in (Claude Code
+    adds ``"replace_all": false`` to an Edit), and nothing Google publishes says it checks them.
+    """
+    if "functionCall" in part:
+        return "call:" + str(part["functionCall"].get("name", ""))
+    return "text"
+
+
+def check_signatures(
+    contents: list[dict[str, Any]], api: str, known: Callable[[bytes], str | None]
+) -> None:
     start = current_turn_start(contents)
     for index in range(start + 1, len(contents)):
         content = contents[index]
@@ -415,20 +484,25 @@ def check_signatures(contents: list[dict[str, Any]], api: str, known: Callable[[
             "https://docs.cloud.google.com/vertex-ai/generative-ai/docs/thought-signatures",
         )
     accepted = sentinels(api)
+    used: set[bytes] = set()
+    prefix = "Unable to submit request because " if api == "vertex" else ""
     for content in contents:
         for part in content.get("parts", []):
             if "thoughtSignature" not in part:
                 continue
             raw = decode_bytes(part["thoughtSignature"]) or b""
-            if raw not in accepted and not known(raw):
-                prefix = "Unable to submit request because " if api == "vertex" else ""
+            if raw in accepted:
+                continue
+            if known(raw) != signature_anchor(part) or raw in used:
                 raise Rejected(400, f"{prefix}Thought signature is not valid.")
+            used.add(raw)
 
 
 def check_generate(
-    body: Any, *, api: str, model: str, known_signature: Callable[[bytes], bool] = lambda raw: False
+    body: Any, *, api: str, model: str, known_signature: Callable[[bytes], str | None] = lambda raw: None
 ) -> dict[str, Any]:
-    """Validate a ``generateContent`` body; return it canonical (lowerCamelCase)."""
+    """``known_signature(raw)`` is the anchor (see :func:`signature_anchor`) a signature was
+    issued on, or None for one this server never issued."""
     request = structure(body, "GenerateContentRequest", api)
     contents = request.get("contents", [])
     if not contents:

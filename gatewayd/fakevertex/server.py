@@ -66,7 +66,7 @@ class FakeVertex:
     wall_clock: Callable[[], float] = time.time
     account: ServiceAccount | None = None
     tokens: dict[str, float] = field(factory=dict)
-    signatures: dict[bytes, str] = field(factory=dict)
+    signatures: dict[bytes, tuple[str, str]] = field(factory=dict)  # raw -> (api, anchor)
     requests: list[dict[str, Any]] = field(factory=list)
     streams_open: int = 0
     streams_cancelled: int = 0
@@ -89,14 +89,20 @@ class FakeVertex:
     def token_valid(self, token: str) -> bool:
         return self.tokens.get(token, 0) > self.wall_clock()
 
-    def sign(self, api: str) -> str:
-        """Issue a thought signature valid on ``api`` only."""
+    def sign(self, api: str, part: dict[str, Any]) -> str:
+        """Issue a thought signature valid on ``api`` only, and only on ``part``."""
         raw = b"fakevertex-sig:" + secrets.token_bytes(24)
-        self.signatures[raw] = api
+        self.signatures[raw] = (api, rules.signature_anchor(part))
         return rules.encode_bytes(raw)
 
-    def known_signature(self, api: str) -> Callable[[bytes], bool]:
-        return lambda raw: self.signatures.get(raw) == api
+    def known_signature(self, api: str) -> Callable[[bytes], str | None]:
+        """The anchor of a signature issued on ``api``, or None."""
+
+        def anchor(raw: bytes) -> str | None:
+            issued = self.signatures.get(raw)
+            return issued[1] if issued is not None and issued[0] == api else None
+
+        return anchor
 
     def record(self, request: Request, body: Any, status: int) -> None:
         headers = {
@@ -192,7 +198,7 @@ class ModelResource(Resource):
             body = raw.decode("utf-8", "replace")
         try:
             if self._fake.fail_all is not None:  # down, whoever asks
-                raise canned(self._fake.fail_all)
+                raise canned(self._fake.fail_all, self._api)
             model_name, method = self._route(request)
             if not isinstance(body, dict):
                 raise Rejected(400, "Invalid JSON payload received. Unexpected token.")
@@ -203,7 +209,9 @@ class ModelResource(Resource):
             canonical = rules.check_generate(
                 body, api=self._api, model=model_name, known_signature=self._fake.known_signature(self._api)
             )
-            reply = model.script(canonical, model=model_name, sign=lambda: self._fake.sign(self._api))
+            reply = model.script(
+                canonical, model=model_name, api=self._api, sign=lambda part: self._fake.sign(self._api, part)
+            )
             if reply.error is not None:
                 raise reply.error
         except Rejected as rejected:
@@ -217,7 +225,7 @@ class ModelResource(Resource):
             reply, envelope=envelope, prompt_tokens=prompt_tokens, chunks=self._fake.stream_chunks
         )
         if reply.stream_error is not None:
-            chunks[-1] = canned(reply.stream_error).body()
+            chunks[-1] = canned(reply.stream_error, self._api).body()
         if request.args.get(b"alt") != [b"sse"]:
             return _json(request, 200, chunks)
         request.setResponseCode(200)

@@ -10,6 +10,19 @@ from attrs import frozen
 
 _VERSION = re.compile(r"gemini-(\d+)(?:\.(\d+))?")
 
+# The largest maxOutputTokens each family takes, per API: the one table the request builder
+# clamps to and the fake's limits are tested against (tests/test_translate_request.py).
+# gemini-2.0: 8192; gemini-2.5: 65535 on Vertex ("from 1 (inclusive) to 65536 (exclusive)",
+# BerriAI/litellm#10548), 65536 on the Gemini API (its model pages); Gemini 3: 65536.
+OUTPUT_LIMITS = {
+    ("2.0", "vertex"): 8192,
+    ("2.0", "gemini"): 8192,
+    ("2.5", "vertex"): 65535,
+    ("2.5", "gemini"): 65536,
+    ("3", "vertex"): 65536,
+    ("3", "gemini"): 65536,
+}
+
 # Gemini 2.5 thinkingBudget ranges (inclusive); -1 asks for a dynamic budget.
 _BUDGET_PRO = (128, 32768)
 _BUDGET_FLASH = (0, 24576)
@@ -64,8 +77,8 @@ class ModelProfile:
 
     @property
     def output_limit(self) -> int:
-        """The largest maxOutputTokens the model accepts."""
-        return 8192 if self.family == "2.0" else 65536
+        """The largest maxOutputTokens the model accepts on this API."""
+        return OUTPUT_LIMITS[self.family, self.api]
 
     @property
     def thinking_budget_range(self) -> tuple[int, int]:

@@ -26,9 +26,10 @@ from urllib.parse import urlsplit
 from attrs import define, field, frozen
 
 from .errors import TranslationError
+from .images import GEMINI_IMAGE_TYPES, gif_to_png
 from .models import ModelProfile
 from .signatures import SignatureMemory
-from .schema import clean_schema_json
+from .schema import clean_schema_json, declaration_parameters
 
 # A thinking block's signature is one of ours when it starts with one of these; what follows is
 # Gemini's thoughtSignature. "n": it belongs to the next text/tool_use part of the message;
@@ -38,7 +39,6 @@ SIGNATURE_THOUGHT = "gws1t."
 SIGNATURE_PREVIOUS = "gws1p."  # belongs to the text part just before the thinking block
 # Google's documented stand-in for a function call whose real signature is unknown.
 SKIP_SIGNATURE = "skip_thought_signature_validator"
-MAX_STOP_SEQUENCES = 5
 SYSTEM_NOTE = "<system-note>\n{}\n</system-note>"
 _CONTINUE_NOTE = SYSTEM_NOTE.format(
     "Continue your previous reply exactly where it stopped, without repeating any of it."
@@ -66,7 +66,7 @@ class Prepared:
 
     body: dict
     tool_names: Mapping[str, str] = field(factory=dict)  # gemini function name -> anthropic name
-    stop_sequences: tuple[str, ...] = ()  # all of the client's; only the first 5 go upstream
+    stop_sequences: tuple[str, ...] = ()  # the client's, matched in the answer's text here
     stream: bool = False
     requested_model: str = ""
     include_thoughts: bool = False
@@ -96,9 +96,9 @@ def prepare(body: dict, profile: ModelProfile, memory: SignatureMemory | None = 
         limit = min(limit, profile.max_tokens)
     config["maxOutputTokens"] = limit
     _sampling(body, config)
+    # Not sent upstream: Gemini strips a matched sequence and reports a plain STOP, so only
+    # finding the sequence in the text ourselves tells stop_sequence from end_turn.
     stops = _stop_sequences(body.get("stop_sequences"))
-    if stops:
-        config["stopSequences"] = list(stops[:MAX_STOP_SEQUENCES])
     include_thoughts = _thinking(body, profile, config)
     _response_format(body, profile, config)
     stream = body.get("stream", False)
@@ -238,11 +238,18 @@ class _Builder:
                 raise TranslationError(f"{where}.input_schema", "is required and must be an object")
             declaration = {"name": self.names.gemini(name)}
             description = tool.get("description")
-            if isinstance(description, str) and description:
+            description = description if isinstance(description, str) else ""
+            if schema.get("properties") or schema.get("additionalProperties") not in (None, False):
+                parameters = declaration_parameters(_json_key(schema), self.profile.api)
+                if parameters.json_schema is not None:
+                    declaration["parametersJsonSchema"] = parameters.json_schema
+                else:
+                    declaration["parameters"] = parameters.schema
+                if parameters.rules:
+                    rules = "Arguments: " + " ".join(parameters.rules)
+                    description = f"{description}\n\n{rules}" if description else rules
+            if description:
                 declaration["description"] = description
-            if schema.get("properties"):
-                api = self.profile.api
-                declaration["parameters"] = clean_schema_json(_json_key(schema), api)
             declarations.append(declaration)
         return declarations
 
@@ -304,7 +311,7 @@ class _Builder:
             elif kind in ("thinking", "redacted_thinking") or kind in _SERVER_BLOCKS:
                 continue
             else:
-                turn.parts.extend(_media_or_text(block, kind, path))
+                turn.parts.extend(_media_or_text(block, kind, path, self.profile.api))
         return turn
 
     def _tool_result(self, block: dict, where: str, turn: _Turn) -> None:
@@ -322,7 +329,7 @@ class _Builder:
         elif isinstance(content, list):
             for k, item in enumerate(content):
                 path = f"{where}.content.{k}"
-                for part in _media_or_text(item, _block_type(item, path), path):
+                for part in _media_or_text(item, _block_type(item, path), path, self.profile.api):
                     if "text" in part:
                         texts.append(part["text"])
                     else:
@@ -536,13 +543,13 @@ def _text_of(block: Any, where: str) -> str:
     return text
 
 
-def _media_or_text(block: dict, kind: str, where: str) -> list[dict]:
+def _media_or_text(block: dict, kind: str, where: str, api: str) -> list[dict]:
     """User-side content blocks (also inside tool results) as Gemini parts; empty text dropped."""
     if kind == "text":
         text = _text_of(block, where)
         return [{"text": text}] if text.strip() else []
     if kind == "image":
-        return [_source(block, where, "image/jpeg")]
+        return [_image(_source(block, where, "image/jpeg", api), where)]
     if kind == "document":
         source = block.get("source")
         if isinstance(source, dict) and source.get("type") == "text":
@@ -559,9 +566,9 @@ def _media_or_text(block: dict, kind: str, where: str) -> list[dict]:
             parts = []
             for k, item in enumerate(inner):
                 path = f"{where}.source.content.{k}"
-                parts.extend(_media_or_text(item, _block_type(item, path), path))
+                parts.extend(_media_or_text(item, _block_type(item, path), path, api))
             return parts
-        return _document_label(block) + [_source(block, where, "application/pdf")]
+        return _document_label(block) + [_source(block, where, "application/pdf", api)]
     if kind == "search_result":
         texts = [block.get("title"), block.get("source")]
         for k, item in enumerate(block.get("content") or ()):
@@ -584,7 +591,26 @@ def _document_label(block: dict) -> list[dict]:
     return [{"text": SYSTEM_NOTE.format("Document " + "; ".join(label))}] if label else []
 
 
-def _source(block: dict, where: str, default_mime: str) -> dict:
+def _image(part: dict, where: str) -> dict:
+    """An image part in a type Gemini reads: a base64 GIF becomes PNG, anything else is a 400."""
+    if "inlineData" in part:
+        mime = part["inlineData"]["mimeType"]
+        if mime == "image/gif":
+            try:
+                png = gif_to_png(base64.b64decode(part["inlineData"]["data"]))
+            except ValueError as error:
+                raise TranslationError(f"{where}.source.data", str(error)) from None
+            return {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(png).decode("ascii")}}
+    else:
+        mime = part["fileData"]["mimeType"]
+    if mime not in GEMINI_IMAGE_TYPES:
+        readable = ", ".join(sorted(GEMINI_IMAGE_TYPES))
+        how = " by URL; send it as base64 and it is converted to PNG" if mime == "image/gif" else ""
+        raise TranslationError(f"{where}.source", f"Gemini cannot read an {mime} image{how} (it reads {readable})")
+    return part
+
+
+def _source(block: dict, where: str, default_mime: str, api: str) -> dict:
     source = block.get("source")
     if not isinstance(source, dict):
         raise TranslationError(f"{where}.source", "is required")
@@ -605,6 +631,9 @@ def _source(block: dict, where: str, default_mime: str) -> dict:
         url = source.get("url")
         if not isinstance(url, str) or not url:
             raise TranslationError(f"{where}.source.url", "is required")
+        if api == "gemini" and url.startswith("gs://"):
+            # The Gemini API takes Files API and HTTPS URIs, not Cloud Storage (Vertex does).
+            raise TranslationError(f"{where}.source.url", "gs:// URLs need a Vertex AI target")
         mime = mimetypes.guess_type(urlsplit(url).path)[0] or default_mime
         return {"fileData": {"mimeType": mime, "fileUri": url}}
     raise TranslationError(f"{where}.source.type", f"unsupported source type {kind!r}")
@@ -612,7 +641,8 @@ def _source(block: dict, where: str, default_mime: str) -> dict:
 
 def _sampling(body: dict, config: dict) -> None:
     for key, target, low, high in (
-        ("temperature", "temperature", 0.0, 2.0),
+        # Anthropic's range, not Gemini's 0..2: a client asking for 1.5 means something Claude refuses.
+        ("temperature", "temperature", 0.0, 1.0),
         ("top_p", "topP", 0.0, 1.0),
     ):
         value = body.get(key)
@@ -644,7 +674,9 @@ def _thinking(body: dict, profile: ModelProfile, config: dict) -> bool:
     """Map thinking + output_config.effort to thinkingConfig; return whether thoughts are shown.
 
     The Anthropic ``thinking`` type decides whether thoughts come back; the budget or the
-    effort decides how hard the model thinks. Gemini 2.0 gets no thinkingConfig at all.
+    effort decides how hard the model thinks. Neither given means no extended thinking, as on
+    Anthropic: budget 0 where the model allows it (2.5 Flash, Flash-Lite), else the least it
+    takes (2.5 Pro's 128, Gemini 3's lowest level). Gemini 2.0 gets no thinkingConfig at all.
     """
     thinking = body.get("thinking")
     kind = None
@@ -667,8 +699,10 @@ def _thinking(body: dict, profile: ModelProfile, config: dict) -> bool:
         effort = output_config.get("effort")
         if effort is not None and effort not in _EFFORT_LEVEL:
             raise TranslationError("output_config.effort", f"unknown effort {effort!r}")
-    if not profile.supports_thinking or (kind is None and effort is None):
+    if not profile.supports_thinking:
         return False
+    if kind is None and effort is None:
+        kind = "disabled"  # Anthropic's default is no extended thinking; Gemini's is to think
     include = kind in ("enabled", "adaptive") and display != "omitted"
     thinking_config: dict = {}
     if profile.is_gemini3:

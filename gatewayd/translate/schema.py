@@ -18,6 +18,8 @@ import math
 from functools import lru_cache
 from typing import Any
 
+from attrs import frozen
+
 _COMMON = frozenset(
     {
         "type", "format", "title", "description", "nullable", "default", "items", "minItems",
@@ -45,13 +47,17 @@ _MAX_DEPTH = 32
 
 def clean_schema(schema: dict, api: str = "vertex") -> dict:
     """Return a Gemini ``Schema`` dict equivalent (as far as Gemini can say it) to ``schema``."""
+    return _cleaner(schema, api, hoist=False).clean(schema, 0, ())
+
+
+def _cleaner(schema: dict, api: str, hoist: bool) -> "_Cleaner":
     if api not in ALLOWED_KEYS:
         raise ValueError(f"unknown api {api!r}")
     defs = {}
     for key in ("$defs", "definitions"):
         if isinstance(schema.get(key), dict):
             defs.update(schema[key])
-    return _Cleaner(api, defs).clean(schema, 0, ())
+    return _Cleaner(api, defs, hoist)
 
 
 @lru_cache(maxsize=512)
@@ -63,10 +69,58 @@ def clean_schema_json(schema_json: str, api: str) -> dict:
     return clean_schema(json.loads(schema_json), api)
 
 
+@frozen
+class Parameters:
+    """A tool's ``input_schema`` as a FunctionDeclaration takes it.
+
+    ``schema`` goes in ``parameters`` (always a top-level OBJECT, which Vertex requires), or, when
+    ``json_schema`` is set, the client's schema goes unchanged in ``parametersJsonSchema``: the
+    Gemini API refuses an OBJECT without properties in ``parameters``, so a free-form object
+    (``additionalProperties`` only) cannot be said there.  ``rules`` are constraints Gemini cannot
+    enforce (alternative sets of required properties), for the declaration's description.
+    """
+
+    schema: dict
+    json_schema: dict | None = None
+    rules: tuple[str, ...] = ()
+
+
+@lru_cache(maxsize=512)
+def declaration_parameters(schema_json: str, api: str) -> Parameters:
+    """A tool's input schema (as JSON text, the cache key) for ``api``'s FunctionDeclaration.
+
+    The cached value is shared: callers must not mutate it.
+    """
+    schema = json.loads(schema_json)
+    cleaner = _cleaner(schema, api, hoist=True)
+    cleaned = cleaner.clean(schema, 0, ())
+    if api == "gemini" and _has_empty_object(cleaned):
+        return Parameters(cleaned, json_schema=schema)
+    if "type" not in cleaned:
+        cleaned["type"] = "OBJECT"
+    return Parameters(cleaned, rules=tuple(cleaner.hoisted))
+
+
+def _has_empty_object(schema: dict) -> bool:
+    if schema.get("type") == "OBJECT" and not schema.get("properties"):
+        return True
+    nested = [*(schema.get("properties") or {}).values(), *(schema.get("anyOf") or ())]
+    if isinstance(schema.get("items"), dict):
+        nested.append(schema["items"])
+    return any(_has_empty_object(sub) for sub in nested)
+
+
+# Keywords a branch of anyOf/oneOf may hold and still be one alternative set of an object's
+# properties (e.g. {"anyOf": [{"required": ["path"]}, {"required": ["url"]}]}).
+_ALTERNATIVE_KEYS = frozenset({"type", "properties", "required", "title", "description"})
+
+
 class _Cleaner:
-    def __init__(self, api: str, defs: dict) -> None:
+    def __init__(self, api: str, defs: dict, hoist: bool = False) -> None:
         self.api = api
         self.defs = defs
+        self.hoist = hoist  # top-level rules go to ``hoisted`` (the declaration's description)
+        self.hoisted: list[str] = []
 
     def clean(self, schema: Any, depth: int, refs: tuple[str, ...]) -> dict:
         if not isinstance(schema, dict) or depth > _MAX_DEPTH:
@@ -90,9 +144,12 @@ class _Cleaner:
         else:
             types = []
 
-        branches = schema.get("anyOf")
-        if not isinstance(branches, list):
-            branches = schema.get("oneOf")
+        keyword = "anyOf" if isinstance(schema.get("anyOf"), list) else "oneOf"
+        branches = schema.get(keyword)
+        if _alternative_objects(branches):
+            schema = self._merge_alternatives(schema, keyword, depth, notes)
+            types = ["object"]
+            branches = None
         if isinstance(branches, list):
             kept = []
             for branch in branches:
@@ -176,6 +233,34 @@ class _Cleaner:
             out["description"] = f"{desc} ({text})" if desc else f"({text})"
         return out
 
+    def _merge_alternatives(self, schema: dict, keyword: str, depth: int, notes: list[str]) -> dict:
+        """Object alternatives as one OBJECT: every property, required only what all branches
+        require; which set is required is stated, since Gemini's anyOf needs typed branches and
+        cannot say "one of these required sets"."""
+        branches = schema[keyword]
+        merged = {k: v for k, v in schema.items() if k not in ("anyOf", "oneOf")}
+        props = dict(merged.get("properties") or {})
+        for branch in branches:
+            for name, sub in (branch.get("properties") or {}).items():
+                props.setdefault(name, sub)
+        sets = [[r for r in branch.get("required") or () if isinstance(r, str)] for branch in branches]
+        common = [r for r in sets[0] if all(r in other for other in sets[1:])]
+        required = list(merged.get("required") or [])
+        required.extend(r for r in common if r not in required)
+        merged["properties"] = props
+        if required:
+            merged["required"] = required
+        alternatives = [[r for r in group if r not in required] for group in sets]
+        if any(alternatives) and (keyword == "oneOf" or all(alternatives)):
+            word = "exactly one" if keyword == "oneOf" else "at least one"
+            listed = " or ".join("(" + ", ".join(group) + ")" for group in alternatives)
+            rule = f"{word} of these sets of properties is required: {listed}"
+            if self.hoist and depth == 0:
+                self.hoisted.append(rule[:1].upper() + rule[1:] + ".")
+            else:
+                notes.append(rule)
+        return merged
+
     def _inline(self, schema: dict, ref: str, depth: int, refs: tuple[str, ...]) -> dict:
         name = ref.rsplit("/", 1)[-1]
         target = self.defs.get(name)
@@ -233,6 +318,21 @@ class _Cleaner:
         else:
             # Gemini enums are strings only: say the allowed values instead.
             notes.append("one of " + ", ".join(json.dumps(v) for v in values))
+
+
+def _alternative_objects(branches: Any) -> bool:
+    """Whether ``branches`` are alternative property sets of one object (no other type)."""
+    return (
+        isinstance(branches, list)
+        and len(branches) > 1
+        and all(
+            isinstance(b, dict)
+            and b.keys() <= _ALTERNATIVE_KEYS
+            and b.get("type", "object") == "object"
+            and ("required" in b or "properties" in b)
+            for b in branches
+        )
+    )
 
 
 def _join_string_enums(branches: list[dict]) -> list[dict]:

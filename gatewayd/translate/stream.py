@@ -4,13 +4,10 @@
 ``(event, data)`` pairs. A non-streaming answer is the same translation fed one chunk
 (``response.message_from_gemini``), so both paths agree on blocks and stop reasons.
 
-Stop sequences: Gemini stops at the first five and strips the matched sequence from the text,
-without saying which one (or that one matched at all). So (1) every client sequence found in
-the text is honoured here exactly: text is cut before it, a short tail is held back while
-streaming so a sequence split across chunks is caught; (2) when Gemini reports STOP, no tool
-was called and sequences were sent, an answer that is empty or does not end the way a finished
-answer does (sentence punctuation, a closing bracket/quote/backtick, a newline) is taken as
-stopped by a sequence: the first one sent, the only guess available.
+Stop sequences are not sent upstream (Gemini would strip the match and report a plain STOP,
+so an answer cut by a sequence could not be told from one that ended): every client sequence
+is found in the text here, the text is cut before it, and a short tail is held back while
+streaming so a sequence split across chunks is caught.
 """
 
 import json
@@ -20,7 +17,7 @@ from collections.abc import Callable
 
 from .errors import TranslationError
 from .signatures import SignatureMemory, TextDigest
-from .request import SIGNATURE_NEXT, SIGNATURE_PREVIOUS, SIGNATURE_THOUGHT, MAX_STOP_SEQUENCES, Prepared
+from .request import SIGNATURE_NEXT, SIGNATURE_PREVIOUS, SIGNATURE_THOUGHT, Prepared
 
 Event = tuple[str, dict]
 
@@ -33,7 +30,6 @@ REFUSAL_REASONS = frozenset(
 )
 # Gemini ends the turn without a usable call; the client gets a note instead of silence.
 _BROKEN_CALL_REASONS = frozenset({"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS"})
-_NATURAL_END = frozenset(".!?\u2026)]}>\"'`*:;\n\u3002\uff01\uff1f\u300d\u300f")
 
 
 def new_tool_id() -> str:
@@ -63,16 +59,6 @@ _encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encod
 def encode_event(event: str, data: dict) -> bytes:
     """One Anthropic SSE event on the wire."""
     return f"event: {event}\ndata: {_encode_json(data)}\n\n".encode()
-
-
-def guess_stop_sequence(text: str, sent: tuple[str, ...]) -> str | None:
-    """The sequence Gemini most likely stopped at, for a STOP answer ending in ``text``."""
-    if not sent:
-        return None
-    last = text.rstrip(" \t")[-1:] if text.strip(" \t") else ""
-    if text and (last in _NATURAL_END or (last and not last.isascii() and not last.isalnum())):
-        return None
-    return sent[0]
 
 
 class GeminiSSEDecoder:
@@ -171,7 +157,6 @@ class StreamTranslator:
         self._block_text = TextDigest()  # the open text block's text so far, as a digest
         self._trailing: tuple[TextDigest, str] | None = None  # (text, signature) of a closed text block
         self._tail = ""  # text held back while looking for stop sequences
-        self._last_text = ""  # the end of the answer's visible text so far
         self._usage_metadata: dict = {}
         self._finish_reason: str | None = None
         self._finish_message: str | None = None
@@ -282,10 +267,6 @@ class StreamTranslator:
             return "max_tokens", None
         if self._tool_used:
             return "tool_use", None
-        if reason == "STOP":
-            sequence = guess_stop_sequence(self._last_text, self._sequences[:MAX_STOP_SEQUENCES])
-            if sequence is not None:
-                return "stop_sequence", sequence
         return "end_turn", None
 
     def _part(self, part: dict, events: list[Event]) -> None:
@@ -309,11 +290,11 @@ class StreamTranslator:
                 # Cut at a stop sequence: the answer is over and its text stays last.
                 self._trailing = (self._block_text, signature)
                 return
-            if self._open != "text":
-                self._open_block(events, {"type": "text", "text": ""}, "text")
             if self._open == "text":
                 self._text_signature = signature
             else:
+                # Its text block is closed (a thought came between): the signature goes on a
+                # block of its own that hands it back to that text part.
                 self._signature(SIGNATURE_PREVIOUS + signature, events)
             return
         if signature:
@@ -382,7 +363,6 @@ class StreamTranslator:
             self._open_block(events, {"type": "text", "text": ""}, "text")
         self._delta(events, {"type": "text_delta", "text": text})
         self._block_text.update(text)
-        self._last_text = (self._last_text + text)[-64:]
 
     def _open_block(self, events: list[Event], block: dict, kind: str) -> None:
         if self._trailing is not None:
@@ -408,7 +388,6 @@ class StreamTranslator:
             tail, self._tail = self._tail, ""
             self._delta(events, {"type": "text_delta", "text": tail})
             self._block_text.update(tail)
-            self._last_text = (self._last_text + tail)[-64:]
         events.append(("content_block_stop", {"type": "content_block_stop", "index": self._index}))
         self._last_block, self._open = self._open, None
         if self._text_signature is not None:

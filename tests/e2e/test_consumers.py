@@ -15,6 +15,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.bounded import until_refused
 from tests.e2e.harness import Daemon, FakeVertex, config_dir, file_log_override, read_records, wait_for
 
 KEY = "sk-e2e-alice-0123456789"
@@ -92,8 +93,7 @@ def test_keys_budget_and_metrics(daemon):
     status, headers, _ = post(daemon.url, {"authorization": f"Bearer {KEY}"}, stream=True)
     assert status == 200 and headers["x-ai-ratelimit-limit-2-gemini"] == "300"
 
-    while status == 200:
-        status, headers, text = post(daemon.url, {"x-api-key": KEY})
+    status, headers, text = until_refused(lambda: post(daemon.url, {"x-api-key": KEY}))
     assert (status, json.loads(text)["error"]["type"]) == (429, "rate_limit_error")
     assert int(headers["retry-after"]) in (1, 2)
     time.sleep(int(headers["retry-after"]))
@@ -167,9 +167,7 @@ def test_two_instances_share_one_budget_through_redis(fake, tmp_path, redis_serv
                                 ("50-limit.yaml", limiter(200, 60, redis_server)))
             daemons.append(Daemon(config, fake.seed_environment(), workdir))
         first, second = daemons
-        status = 200
-        while status == 200:
-            status, headers, _ = post(first.url, {"x-api-key": KEY})
+        status, headers, _ = until_refused(lambda: post(first.url, {"x-api-key": KEY}))
         assert status == 429
         status, headers, text = post(second.url, {"x-api-key": KEY})
         assert (status, json.loads(text)["error"]["type"]) == (429, "rate_limit_error")

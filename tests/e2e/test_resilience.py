@@ -119,7 +119,8 @@ def test_without_failover_criteria_the_upstream_error_reaches_the_client(tmp_pat
         client = anthropic.Anthropic(base_url=daemon.url + ROUTE, api_key="x", max_retries=0)
         with pytest.raises(anthropic.RateLimitError) as raised:
             client.messages.create(**ask())
-        assert raised.value.response.headers["retry-after"] == "12"
+        # Vertex's 429 carries no RetryInfo, so there is no delay to pass on.
+        assert "retry-after" not in raised.value.response.headers
         (record,) = records(daemon, 1)
         assert [t.get("outcome") for t in record["ai"]["proxy"]["tried_targets"]] == ["http_429"]
     finally:

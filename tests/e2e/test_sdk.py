@@ -10,6 +10,7 @@ import anthropic
 import pytest
 
 from tests.e2e.harness import read_records, wait_for
+from tests.grammar import check_sdk_stream
 
 SEED_QUESTION = "Tell me about Anna Komnene's Alexiad."
 
@@ -85,7 +86,7 @@ def test_stream_yields_anthropic_events_in_order(client, seed_daemon):
         max_tokens=512,
         messages=[{"role": "user", "content": "Say something about streams [[chunks 6]]"}],
     ) as stream:
-        kinds = [event.type for event in stream]
+        kinds = [event.type for event in check_sdk_stream(stream)]
         final = stream.get_final_message()
     assert kinds[0] == "message_start"
     assert kinds[-1] == "message_stop" or "message_stop" in kinds
