@@ -63,9 +63,13 @@ def system(tmp_path_factory):
 def install(system: BootedSystemd, key) -> None:  # type: ignore[no-untyped-def]
     """The README's commands, word for word but for the seed's values, which point at the fake.
 
-    The key goes where the README has it, beside the checkout, in the booted system's files only.
+    They run in a copy of this checkout in the booted system's files (where the host's /tmp is
+    not visible), with the key beside it, where the README has it.
     """
-    (system.root / str(REPO).lstrip("/") / "my-service-account.json").write_text(key.read_text())
+    checkout = system.root / "usr/src/gatewayd"
+    shutil.copytree(REPO, checkout, ignore=shutil.ignore_patterns(
+        ".git", ".venv", ".cache", "build", "*.egg-info", "__pycache__", ".hypothesis"))
+    (checkout / "my-service-account.json").write_text(key.read_text())
     lines = command_lines((REPO / "README.md").read_text(), "Running it as a system service")
     script = "\n".join(lines)
     for seed, ours in [
@@ -76,7 +80,8 @@ def install(system: BootedSystemd, key) -> None:  # type: ignore[no-untyped-def]
         script = script.replace(seed, ours)
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     # The host's network (mounts=True, network=False), for pip; the rest happens in the booted system.
-    system.run("/bin/sh", "-euc", f"cd {REPO}\n{script}", network=False, timeout=300, env={**environment, "PATH": PATH})
+    system.run("/bin/sh", "-euc", f"cd /usr/src/gatewayd\n{script}", network=False, timeout=300,
+               env={**environment, "PATH": PATH})
     system.sh("cp -p /etc/gatewayd/gatewayd.env /root/gatewayd.env.installed")
 
 
