@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
 from gatewayd.config import ConfigError, load_config
+from gatewayd.daemon import reloadack
 from gatewayd.daemon.reload import Reloader
 from gatewayd.daemon.gateway import ConfigurationError, Gateway
 
@@ -244,3 +245,17 @@ def test_the_configuration_digest_follows_the_files_text(tmp_path):
     first = config(tmp_path).digest
     assert first == config(tmp_path).digest
     assert config(tmp_path, model="gemini-2.5-flash").digest != first
+
+
+def test_each_reload_is_acknowledged_with_its_start_and_its_problem(tmp_path, reloader):
+    r, answers = reloader
+    acknowledged = []
+    r.acknowledge = lambda started, problem: acknowledged.append((started, problem))
+    answers["next"] = succeed(config(tmp_path, model="gemini-2.5-flash"))
+    before = reloadack.monotonic_usec()
+    r.reload()
+    answers["next"] = fail(ConfigError("/etc/gatewayd/85-x.yaml", "unknown field", entity="plugins (file-log)", field="config.colour"))
+    r.reload()
+    (first, ok), (second, problem) = acknowledged
+    assert before <= first <= second and ok is None
+    assert problem == "/etc/gatewayd/85-x.yaml: plugins (file-log): config.colour: unknown field"

@@ -8,7 +8,9 @@ decK dump would otherwise stall every stream in flight.  Compiling the result
 (:meth:`Gateway.load`) touches the gateway's state, so it runs back on the
 reactor, where it is one reference swap: requests in flight keep the snapshot
 they started with.  A configuration that fails anywhere leaves the running one
-serving; the log names the file, the entity and the problem.
+serving; the log names the file, the entity and the problem.  Each outcome also goes to
+``acknowledge`` (with the reload's start time), which lets ``systemctl reload`` wait for it
+(:mod:`gatewayd.daemon.reloadack`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class Reloader(Service):
     notify: Callable[[str], object] = systemd.notify
     #: Passes the signal on (to ``--workers`` processes, which reload themselves).
     forward: Callable[[int], object] = lambda signum: None
+    #: Told how each reload went: its start (CLOCK_MONOTONIC, µs) and its problem, None if it serves.
+    acknowledge: Callable[[int, str | None], object] = lambda started, problem: None
     _running_reload: Deferred[bool] | None = field(default=None, init=False)
     _again: bool = field(default=False, init=False)
 
@@ -73,8 +77,10 @@ class Reloader(Service):
         if self._running_reload is not None:
             self._again = True
             return self._running_reload
-        self._running_reload = Deferred.fromCoroutine(self._reload())
-        return self._running_reload
+        done = Deferred.fromCoroutine(self._reload())
+        if not done.called:  # one that finished at once has already cleared _running_reload
+            self._running_reload = done
+        return done
 
     async def _reload(self) -> bool:
         try:
@@ -87,15 +93,23 @@ class Reloader(Service):
             self._running_reload = None
 
     async def _reload_once(self) -> bool:
-        self.notify(systemd.reloading())
+        started = systemd.monotonic_usec()
+        self.notify(systemd.reloading(started))
         self.log.info(
             "SIGHUP: reopening log files and reading {path}", path=self.path, gatewayd_reopen=True
         )
         self.gateway.reopen_logs()
+        problem = await self._load()
+        self.notify("READY=1")
+        self.acknowledge(started, problem)
+        return problem is None
+
+    async def _load(self) -> str | None:
+        """Read and swap in the configuration; the problem if the previous one keeps serving."""
         try:
             config = await self.read(self.path, self.environ)
             if not self.running:
-                return False  # stopped while reading: the gateway has closed its logs
+                return "stopping"  # stopped while reading: the gateway has closed its logs
             self.gateway.load(config)
         except INVALID as error:
             self.log.error(
@@ -104,14 +118,12 @@ class Reloader(Service):
                 file=getattr(error, "file", None),
                 entity=getattr(error, "entity", None),
             )
-            return False
+            return str(error)
         except Exception:
             self.log.failure("Configuration not loaded, still serving the previous one")
-            return False
-        finally:
-            self.notify("READY=1")
+            return "unexpected error, see the daemon's log"
         self.log.info(
             "Configuration reloaded from {files}",
             files=", ".join(config.sources),
         )
-        return True
+        return None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from typing import Any, Callable, Mapping, Sequence
 
 from attrs import define
@@ -19,6 +18,8 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
 from twisted.internet.defer import gatherResults
 from twisted.logger import Logger
+
+from gatewayd.daemon.reloadack import monotonic_usec
 
 log = Logger()
 
@@ -40,10 +41,9 @@ def notify(state: str, environ: Mapping[str, str] = os.environ) -> bool:
     return True
 
 
-def reloading() -> str:
+def reloading(usec: int | None = None) -> str:
     """The message that opens a reload; systemd ≥ 253 wants the monotonic time with it."""
-    usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-    return f"RELOADING=1\nMONOTONIC_USEC={usec}"
+    return f"RELOADING=1\nMONOTONIC_USEC={monotonic_usec() if usec is None else usec}"
 
 
 @define(slots=False)

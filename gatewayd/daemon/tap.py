@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import os
-from typing import Callable
+import re
+import resource
+import sys
+from typing import Callable, NoReturn
 
-from twisted.application.service import IService
+from twisted.application.service import IService, MultiService
+from twisted.logger import Logger
 from twisted.python import usage
 
 DEFAULT_LISTEN = "tcp:8000:interface=127.0.0.1"
+#: Connections the kernel queues before gatewayd accepts them, Kong's default; Linux cuts it to
+#: net.core.somaxconn (4096 on Debian 12).  Twisted's 50 makes a burst of connects wait 1 s.
+DEFAULT_BACKLOG = 16384
+#: The exit status of a configuration that cannot serve (sysexits' EX_CONFIG): the units do not
+#: restart on it, since the same files would fail again.
+EX_CONFIG = 78
+
+log = Logger()
 
 
 class Options(usage.Options):
@@ -40,6 +52,9 @@ class Options(usage.Options):
          "records past that are lost (and counted)", int],
         ["workers", "w", 1, "processes serving the --listen sockets (one per core)", int],
         ["upstream-pool", None, 512, "idle upstream connections kept open per host", int],
+        ["backlog", None, DEFAULT_BACKLOG,
+         "connections the kernel queues on each --listen socket (tcp:, tcp6:, unix:, ssl:) "
+         "until gatewayd accepts them; a description's own backlog=N wins", int],
         ["request-read-timeout", None, 300.0,
          "seconds a client may take to send a whole request (headers and body); then 408", float],
     ]
@@ -65,28 +80,71 @@ class Options(usage.Options):
             raise usage.UsageError("--file-log-backlog must be 0 or more bytes")
         if self["request-read-timeout"] <= 0:
             raise usage.UsageError("--request-read-timeout must be more than 0 seconds")
-        if self["workers"] < 1 or self["upstream-pool"] < 1:
-            raise usage.UsageError("--workers and --upstream-pool must be at least 1")
+        if self["workers"] < 1 or self["upstream-pool"] < 1 or self["backlog"] < 1:
+            raise usage.UsageError("--workers, --upstream-pool and --backlog must be at least 1")
+
+
+def with_backlog(description: str, backlog: int) -> str:
+    """``description`` with ``:backlog=N`` added, if it is a kind that takes one and has none."""
+    kind = description.split(":", 1)[0]
+    if kind not in ("tcp", "tcp6", "unix", "ssl") or re.search(r"(?<!\\):backlog=", description):
+        return description
+    return f"{description}:backlog={backlog}"
+
+
+def raise_open_files_limit() -> None:
+    """Raise the soft limit on open files to the hard one: every client and upstream
+    connection is a file, and systemd's default soft limit of 1024 runs out at about a
+    thousand clients, after which accept() fails and clients get empty replies."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError) as error:
+        log.warn("Open files limit stays at {soft}: {error}", soft=soft, error=str(error))
+        return
+    log.info("Open files limit raised from {soft} to {hard}", soft=soft, hard=hard)
+
+
+def exit_with(status: int, message: str) -> NoReturn:
+    """End ``twistd`` at start-up with one line on stderr (the journal, under systemd) and
+    ``status``, not a traceback.  twistd has by then sent ``sys.stderr`` into its log, if it
+    started logging, so the line goes to the process's own stderr."""
+    print(f"gatewayd: {message}", file=sys.__stderr__, flush=True)
+    raise SystemExit(status)
+
+
+class Daemon(MultiService):
+    """The top service: a listener that cannot listen (port taken, adopted socket missing)
+    ends the start with exit status 1 before anything reports ready."""
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except Exception as error:
+            exit_with(1, f"cannot listen: {error}")
 
 
 def makeService(options: Options) -> IService:
     from twisted.application.internet import StreamServerEndpointService
     from twisted.internet import reactor
 
-    from gatewayd.daemon import workers
+    from gatewayd.daemon import reloadack, workers
     from gatewayd.config import load_config
     from gatewayd.plugins.file_log import Rotation
     from gatewayd.daemon.reload import INVALID, Reloader, read_in_thread
     from gatewayd.daemon.gateway import build
     from gatewayd.daemon.systemd import Notifier
 
+    raise_open_files_limit()
     rotation = None
     if options["file-log-max-bytes"] is not None:
         rotation = Rotation(options["file-log-max-bytes"], options["file-log-keep"])
-    listen, sockets = options["listen"], ()
+    listen, sockets = [with_backlog(each, options["backlog"]) for each in options["listen"]], ()
     try:
         if options["workers"] > 1:
-            sockets = tuple(workers.listening_socket(each) for each in options["listen"])
+            sockets = tuple(workers.listening_socket(each, options["backlog"]) for each in options["listen"])
             listen = [workers.adopt_description(each) for each in sockets]
         config = load_config(options["config"], os.environ)
         service, gateway = build(
@@ -100,8 +158,12 @@ def makeService(options: Options) -> IService:
             request_read_timeout=options["request-read-timeout"],
             file_log_backlog=options["file-log-backlog"],
         )
-    except (*INVALID, OSError) as error:
-        raise usage.UsageError(str(error)) from None
+    except INVALID as error:
+        exit_with(EX_CONFIG, f"configuration {options['config']} is invalid: {error}")
+    except (OSError, ValueError) as error:
+        exit_with(1, f"cannot start: {error}")
+    except IndexError:  # from the systemd: endpoint parser
+        exit_with(1, "cannot start: a systemd: listener's index is not among the sockets systemd passed")
     forward: Callable[[int], object] = lambda signum: None
     if sockets:
         # Workers serve the same sockets with the same settings, but no status listener of
@@ -112,6 +174,7 @@ def makeService(options: Options) -> IService:
             "--shutdown-grace", str(options["shutdown-grace"]),
             "--request-read-timeout", str(options["request-read-timeout"]),
             "--file-log-backlog", str(options["file-log-backlog"]),
+            "--backlog", str(options["backlog"]),
         )
         if rotation is not None:
             arguments += (
@@ -121,8 +184,18 @@ def makeService(options: Options) -> IService:
         processes.setServiceParent(service)
         forward = processes.signal
     listeners = [s for s in service if isinstance(s, StreamServerEndpointService)]
+    for listener in listeners:
+        # Fail the start (see Daemon), rather than log the error and run on without the port.
+        listener._raiseSynchronously = True
+    acknowledge: Callable[[int, str | None], object] = lambda started, problem: None
+    if os.environ.get("RUNTIME_DIRECTORY"):
+        runtime_directory = os.environ["RUNTIME_DIRECTORY"].split(":")[0]
+        acknowledge = lambda started, problem: reloadack.record(runtime_directory, started, problem)
     Reloader(
-        gateway, options["config"], os.environ, reactor, read_in_thread(reactor), forward=forward
+        gateway, options["config"], os.environ, reactor, read_in_thread(reactor),
+        forward=forward, acknowledge=acknowledge,
     ).setServiceParent(service)
     Notifier(listeners, reactor).setServiceParent(service)
-    return service
+    daemon = Daemon()
+    service.setServiceParent(daemon)
+    return daemon

@@ -60,7 +60,11 @@ def service_account_credentials(key_json: str) -> Any:
     try:
         info = json.loads(key_json)
     except ValueError:
-        raise CredentialsError("gcp_service_account_json is not valid JSON") from None
+        hint = ""
+        if key_json.lstrip().startswith("{") and "\n" not in key_json.strip():
+            # What systemd makes of an unquoted multi-line value: its first line.
+            hint = " (only one line: in a systemd EnvironmentFile, put a multi-line key in single quotes)"
+        raise CredentialsError(f"gcp_service_account_json is not valid JSON{hint}") from None
     if not isinstance(info, dict) or info.get("type") != "service_account":
         raise CredentialsError("gcp_service_account_json is not a service-account key")
     try:
