@@ -561,3 +561,14 @@ def test_regex_paths_snis_and_wildcard_hosts_load_as_kong_accepts_them(tmp_path:
     assert route.snis == ("*.example.com", "example.test")
     assert route.hosts == ("*.example.com", "example.*:8443")
     assert route.regex_priority == 3
+
+
+def test_unbuffered_requests_are_refused_not_ignored(tmp_path):
+    path = tmp_path / "kong.yaml"
+    path.write_text('_format_version: "3.0"\nroutes:\n  - name: r\n    paths: [/r]\n    request_buffering: false\n')
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(path), {})
+    assert str(raised.value) == (
+        f"{path}: routes[0] (r): request_buffering: false is not served by gatewayd: "
+        "request bodies are always read before proxying"
+    )

@@ -440,6 +440,9 @@ def _add_route(current: _File, raw: Any, entity: str, parent: str | None) -> Non
     elif "http" in protocols and not (paths or methods or hosts or headers):
         raise fields.error(None, "must set one of 'methods', 'hosts', 'headers', 'paths' "
                                  "when 'protocols' is 'http'")
+    if fields.get("request_buffering", bool, True) is False:
+        raise fields.error("request_buffering", "false is not served by gatewayd: request "
+                                                "bodies are always read before proxying")
     route = Route(
         name=name, paths=paths, methods=methods, service=service,
         strip_path=fields.get("strip_path", bool, True),
