@@ -33,6 +33,10 @@ from gatewayd.plugins import CompileContext, IGatewaydPlugin, Registry
 from gatewayd.router import RequestFacts, Router, protocol_redirect
 from gatewayd.site import body_size, read_timeout_error
 
+#: Kong's PROTOCOLS_WITH_SUBSYSTEM entries of the http subsystem.
+HTTP_SUBSYSTEM = frozenset({"http", "https", "grpc", "grpcs", "ws", "wss"})
+
+
 def _scope_rank(plugin: Plugin) -> int:
     """Kong's precedence (``lookup_cfg``): route+service+consumer first, global last."""
     return {
@@ -112,7 +116,9 @@ def _chain(config: Config, registry: Registry, context: CompileContext, route: R
     only global plugins run), each with its instances in Kong's precedence order."""
     applicable: dict[str, list[Plugin]] = {}
     for plugin in config.plugins:
-        if not plugin.enabled:
+        # Kong's should_process_plugin: a plugin's protocols choose its subsystem (http or
+        # stream), not the requests it runs on; one with no http-subsystem protocol never runs.
+        if not plugin.enabled or not HTTP_SUBSYSTEM.intersection(plugin.protocols):
             continue
         if route is None:
             if plugin.route is None and plugin.service is None and plugin.consumer is None:

@@ -7,6 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import attrs
 import pytest
 from twisted.internet.task import Clock
 from twisted.plugin import getPlugins
@@ -165,3 +166,19 @@ class ThirdPartyPluginTests(GatewayInMemory):
             load_config(str(self.workdir), self.env, self.registry.schemas)
         self.assertIn("plugins[1] (hello): consumer: consumer 'carol' is not defined", str(raised.exception))
 
+
+def test_a_plugin_whose_protocols_are_all_streams_does_not_run_and_the_next_one_does(tmp_path):
+    # kong/runloop/plugins_iterator.lua should_process_plugin: protocols pick the subsystem, so
+    # a route's tcp-only instance is left out and the global one is found instead; an
+    # https-only one still runs on plain http, as in Kong.
+    scoped_config(tmp_path, [SCOPES[5], SCOPES[7]])
+    text = (tmp_path / "kong.yaml").read_text()
+    for protocols, expected in (("[tcp]", "global"), ("[https]", "route")):
+        (tmp_path / "kong.yaml").write_text(text.replace("    route: r\n", f"    route: r\n    protocols: {protocols}\n", 1))
+        config = load_config(str(tmp_path / "kong.yaml"), {}, {**installed().schemas, "probe": PROBE_STREAMS.schema})
+        snapshot = compile_snapshot(config, Registry({"probe": PROBE_STREAMS}), CompileContext(config, Clock(), Kept(), {}), lambda s: None)
+        (candidates,) = snapshot.router.match(RequestFacts("GET", "/r", "", 8000, "http")).value.chain
+        assert candidates.pick(None) == expected
+
+
+PROBE_STREAMS = attrs.evolve(PROBE, schema=PluginSchema("probe", record({}), ("http", "https", "tcp"), ("http", "https")))
