@@ -52,6 +52,7 @@ from zope.interface import implementer
 from gatewayd.config import Service
 from gatewayd.exchange import Exchange
 from gatewayd.kong_response import SERVER_TOKENS, kong_error, nginx_error
+from gatewayd.site import body_size
 
 #: Kong's ``Via`` for HTTP/1.1 to the upstream (``DEFAULT_PROXY_HTTP_VERSION`` and the server tokens).
 VIA = f"1.1 {SERVER_TOKENS}"
@@ -152,7 +153,7 @@ class ServiceProxy:
             return
         uri = upstream_uri(path, request.uri)
         exchange.upstream_uri = uri
-        content, length = request.content, _body_length(request)
+        content, length = request.content, body_size(request)
         if getattr(content, "over", False):  # the Site kept no more than its limit
             nginx_error(request, 413)
             return
@@ -601,16 +602,6 @@ class _UnverifiedTLS:
         connection.set_app_data(tlsProtocol)
         connection.set_connect_state()
         return connection
-
-
-def _body_length(request: Request) -> int:
-    content = request.content
-    if content is None:
-        return 0
-    content.seek(0, 2)
-    length = content.tell()
-    content.seek(0)
-    return length
 
 
 def _host_name(host: str) -> str:
