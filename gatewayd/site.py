@@ -134,6 +134,13 @@ class GatewayRequest(Request):
 
     def __init__(self, channel: HTTPChannel, queued: object = None) -> None:
         super().__init__(channel, parsePOSTFormSubmission=False)
+        # Kept: the log phase runs after the request has let go of its channel, and Kong's
+        # record says https for a request that came over TLS.
+        self.secure = channel.isSecure()
+
+    def isSecure(self) -> bool:
+        """Whether the request came over TLS, even once its connection is gone."""
+        return self.secure
 
     def write(self, data: bytes) -> None:
         filters = self.filters
