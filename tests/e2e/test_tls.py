@@ -230,3 +230,35 @@ def test_a_certificate_swapped_by_sighup_serves_new_handshakes_while_a_stream_go
     assert seen[-1][0] == "message_stop"
     assert d.fake.streams() == {"open": 0, "cancelled": 0}
     assert common_name(connection.sock.getpeercert(True)) == "first"
+
+
+def test_workers_serve_tls_on_the_shared_socket_and_all_reload_on_sighup(fake, ca, tmp_path):
+    workdir = tmp_path / "workers"
+    workdir.mkdir()
+    tls_dir = workdir / "tls"
+    tls_dir.mkdir()
+    cert, key = ca.write_server(tls_dir, "first")
+    context = ssl.create_default_context(cafile=str(ca.write(workdir / "ca.pem")))
+    daemon = Daemon(
+        config_dir(workdir), fake.seed_environment(), workdir,
+        args=("--workers", "2", "--listen", f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"),
+    )
+    try:
+        wait_for(lambda: daemon.log().count("Site (TLS) starting on") == 2, what="the worker's TLS listener")
+        port = int(daemon._port(r"Site \(TLS\)"))
+
+        def served_names(count: int) -> list[str]:
+            names = []
+            for _ in range(count):
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                    with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                        names.append(common_name(tls.getpeercert(True)))
+            return names
+
+        assert set(served_names(20)) == {"first"}
+        ca.write_server(tls_dir, "second")
+        daemon.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: daemon.log().count("TLS certificate reloaded") == 2, what="both processes' reloads")
+        assert set(served_names(20)) == {"second"}
+    finally:
+        daemon.stop()
