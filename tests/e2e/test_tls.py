@@ -17,6 +17,7 @@ from typing import Iterator
 import anthropic
 import pytest
 
+from gatewayd.demo import BIN, source_environment
 from tests.certs import CA, common_name
 from tests.e2e.harness import Daemon, FakeVertex, config_dir, file_log_override, read_records, wait_for
 from tests.e2e.test_claude_code import CLAUDE, claude_home
@@ -262,3 +263,22 @@ def test_workers_serve_tls_on_the_shared_socket_and_all_reload_on_sighup(fake, c
         assert set(served_names(20)) == {"second"}
     finally:
         daemon.stop()
+
+
+@pytest.mark.parametrize("broken", ["missing", "mismatch"])
+def test_a_certificate_that_cannot_serve_stops_the_start_with_one_line(fake, ca, tmp_path, broken):
+    cert, key = ca.write_server(tmp_path, "first")
+    if broken == "missing":
+        key.unlink()
+        expected = f"gatewayd: cannot start: cannot read {key}: No such file or directory"
+    else:
+        key.write_bytes(ca.issue("other")[1])
+        expected = f"gatewayd: cannot start: the private key in {key} does not match the certificate in {cert}"
+    done = subprocess.run(
+        [str(BIN / "twistd"), "-n", "--pidfile=", "gatewayd", "--config", str(config_dir(tmp_path)),
+         "--listen", f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"],
+        env=source_environment(fake.seed_environment()), cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 1
+    assert expected in done.stderr.splitlines(), done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
