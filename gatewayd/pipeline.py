@@ -31,7 +31,7 @@ from gatewayd.exchange import Exchange, entity_id
 from gatewayd.kong_response import kong_error
 from gatewayd.plugins import CompileContext, IGatewaydPlugin, Registry
 from gatewayd.router import RequestFacts, Router, protocol_redirect
-from gatewayd.site import body_size, read_timeout_error
+from gatewayd.site import body_size, read_timeout_error, server_name
 
 #: Kong's PROTOCOLS_WITH_SUBSYSTEM entries of the http subsystem.
 HTTP_SUBSYSTEM = frozenset({"http", "https", "grpc", "grpcs", "ws", "wss"})
@@ -293,8 +293,6 @@ def request_facts(request: Request) -> RequestFacts:
     """What Kong's router looks at, read off a twisted.web request."""
     raw_path, _, query = request.uri.partition(b"?")
     secure = request.isSecure()
-    transport = getattr(request.channel, "transport", None)
-    sni = getattr(transport, "gatewayd_sni", None) if secure else None
     return RequestFacts(
         method=request.method.decode("latin-1"),
         path=raw_path.decode("utf-8", "surrogateescape"),
@@ -302,7 +300,7 @@ def request_facts(request: Request) -> RequestFacts:
         port=getattr(request.getHost(), "port", 0),
         scheme="https" if secure else "http",
         headers=HeaderView(request),
-        sni=sni,
+        sni=server_name(request) if secure else None,
         query=query.decode("latin-1") if b"?" in request.uri else None,
     )
 

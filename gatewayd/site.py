@@ -12,7 +12,7 @@ from __future__ import annotations
 import tempfile
 from typing import IO, Any
 
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, ISSLTransport
 from twisted.web.http import HTTPChannel
 from twisted.web.iweb import INonQueuedRequestFactory
 from twisted.web.resource import Resource
@@ -134,6 +134,13 @@ class GatewayRequest(Request):
 
     def __init__(self, channel: HTTPChannel, queued: object = None) -> None:
         super().__init__(channel, parsePOSTFormSubmission=False)
+        # Kept: the log phase runs after the request has let go of its channel, and Kong's
+        # record says https for a request that came over TLS.
+        self.secure = channel.isSecure()
+
+    def isSecure(self) -> bool:
+        """Whether the request came over TLS, even once its connection is gone."""
+        return self.secure
 
     def write(self, data: bytes) -> None:
         filters = self.filters
@@ -157,6 +164,16 @@ class GatewayRequest(Request):
 @provider(INonQueuedRequestFactory)
 def request_factory(channel: HTTPChannel) -> GatewayRequest:
     return GatewayRequest(channel)
+
+
+def server_name(request: Request) -> str | None:
+    """The TLS server name (SNI) the client sent, as sent (Kong's ``ngx.ssl.server_name()``);
+    None over plain TCP or when the client sent none."""
+    transport = getattr(request.channel, "transport", None)
+    if not ISSLTransport.providedBy(transport):
+        return None
+    name = transport.getHandle().get_servername()
+    return None if name is None else name.decode("ascii", "replace")
 
 
 def request_body(request: Request) -> bytes:

@@ -26,6 +26,7 @@ from treq.client import HTTPClient
 from gatewayd.config import Config, Service
 from gatewayd.daemon.health import Health
 from gatewayd.daemon.status import CountingSite, Readiness, Stats, status_root
+from gatewayd.daemon.tls import Certificates, listener
 from gatewayd.pipeline import GatewayRoot, Snapshot, compile_snapshot
 from gatewayd.plugins import CompileContext, ConfigurationError, Kept, Registry, installed
 from gatewayd.plugins.file_log import DEFAULT_BACKLOG_BYTES, Rotation
@@ -71,6 +72,8 @@ class Gateway(application.Service):
     file_log_backlog: int = DEFAULT_BACKLOG_BYTES
     health: Health = field(init=False)
     in_flight: set[Request] = field(factory=set)
+    #: The TLS listeners' certificates, read again on SIGHUP.
+    certificates: list[Certificates] = field(factory=list)
     _idle: list[Deferred[None]] = field(factory=list)
     _retired: list[Any] = field(factory=list)
 
@@ -135,6 +138,11 @@ class Gateway(application.Service):
         """Reopen every log file plugins keep, after logrotate moved the files away."""
         for value in self.kept.live.values():
             _call(value, "reopen")
+
+    def reload_certificates(self) -> list[str]:
+        """Read every TLS listener's certificate and key again, for the handshakes to come;
+        the problems of those that keep serving the previous ones."""
+        return [problem for each in self.certificates if (problem := each.reload()) is not None]
 
     def request_started(self, request: Request) -> None:
         self.in_flight.add(request)
@@ -232,6 +240,9 @@ def build(
     ``pool_size`` bounds the idle upstream connections kept open per host;
     ``request_read_timeout`` the seconds a client may take to send a request;
     ``file_log_backlog`` the bytes of records a file-log keeps while its disk is full.
+    A ``listen`` description with TLS files (see :mod:`gatewayd.daemon.tls`) serves HTTPS;
+    its certificate is read now (:class:`gatewayd.daemon.tls.CertificateError` if it
+    cannot serve) and again by :meth:`Gateway.reload_certificates`.
     """
     pool = None
     if client is None:
@@ -255,9 +266,12 @@ def build(
     site.displayTracebacks = False
     listeners = []
     for description in listen:
-        listener = StreamServerEndpointService(serverFromString(reactor, description), site)
-        listener.setServiceParent(top)
-        listeners.append(listener)
+        endpoint, certificates = listener(reactor, description)
+        if certificates is not None:
+            gateway.certificates.append(certificates)
+        service = StreamServerEndpointService(endpoint, site)
+        service.setServiceParent(top)
+        listeners.append(service)
     if status_listen is not None:
         status_site = CountingSite(status_root(gateway.stats, gateway.metrics_registry), Stats(), "StatusSite")
         Readiness(

@@ -1,4 +1,5 @@
-"""SIGHUP: read the configuration again, swap it in at once, reopen the log files.
+"""SIGHUP: read the configuration again, swap it in at once, reopen the log files,
+read the TLS listeners' certificates again.
 
 The signal handler only hops onto the reactor (``callFromThread``, as twistd's
 own SIGUSR1 log rotation does).  The files are then read, expanded and
@@ -8,7 +9,8 @@ decK dump would otherwise stall every stream in flight.  Compiling the result
 (:meth:`Gateway.load`) touches the gateway's state, so it runs back on the
 reactor, where it is one reference swap: requests in flight keep the snapshot
 they started with.  A configuration that fails anywhere leaves the running one
-serving; the log names the file, the entity and the problem.  Each outcome also goes to
+serving; the log names the file, the entity and the problem (a certificate that does
+not load leaves the previous one serving, likewise).  Each outcome also goes to
 ``acknowledge`` (with the reload's start time), which lets ``systemctl reload`` wait for it
 (:mod:`gatewayd.daemon.reloadack`).
 """
@@ -99,7 +101,10 @@ class Reloader(Service):
             "SIGHUP: reopening log files and reading {path}", path=self.path, gatewayd_reopen=True
         )
         self.gateway.reopen_logs()
-        problem = await self._load()
+        # New handshakes get the renewed certificates; open connections keep theirs.
+        problems = self.gateway.reload_certificates()
+        loaded = await self._load()
+        problem = "; ".join([*problems, loaded] if loaded is not None else problems) or None
         self.notify("READY=1")
         self.acknowledge(started, problem)
         return problem is None

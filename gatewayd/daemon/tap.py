@@ -64,7 +64,8 @@ class Options(usage.Options):
         self["listen"] = []
 
     def opt_listen(self, endpoint: str) -> None:
-        """Twisted endpoint to serve on (repeatable) [default: tcp:8000:interface=127.0.0.1]"""
+        """Twisted endpoint to serve on (repeatable) [default: tcp:8000:interface=127.0.0.1];
+        HTTPS: ssl:8443:privateKey=KEY.pem:certKey=CERT.pem (reread on SIGHUP)"""
         self["listen"].append(endpoint)
 
     def postOptions(self) -> None:
@@ -130,7 +131,7 @@ def makeService(options: Options) -> IService:
     from twisted.application.internet import StreamServerEndpointService
     from twisted.internet import reactor
 
-    from gatewayd.daemon import reloadack, workers
+    from gatewayd.daemon import reloadack, tls, workers
     from gatewayd.config import load_config
     from gatewayd.plugins.file_log import Rotation
     from gatewayd.daemon.reload import INVALID, Reloader, read_in_thread
@@ -142,10 +143,14 @@ def makeService(options: Options) -> IService:
     if options["file-log-max-bytes"] is not None:
         rotation = Rotation(options["file-log-max-bytes"], options["file-log-keep"])
     listen, sockets = [with_backlog(each, options["backlog"]) for each in options["listen"]], ()
+    tls_options: tuple[str, ...] = ()
     try:
         if options["workers"] > 1:
-            sockets = tuple(workers.listening_socket(each, options["backlog"]) for each in options["listen"])
-            listen = [workers.adopt_description(each) for each in sockets]
+            # The parent binds; every process (itself too) serves TLS on the socket it adopts.
+            split = [tls.split_listen(each) for each in listen]
+            sockets = tuple(workers.listening_socket(inner, options["backlog"]) for inner, _ in split)
+            tls_options = tuple(files.options() if files else "" for _, files in split)
+            listen = [workers.adopt_description(s) + o for s, o in zip(sockets, tls_options)]
         config = load_config(options["config"], os.environ)
         service, gateway = build(
             config,
@@ -180,7 +185,9 @@ def makeService(options: Options) -> IService:
             arguments += (
                 "--file-log-max-bytes", str(rotation.max_bytes), "--file-log-keep", str(rotation.keep)
             )
-        processes = workers.WorkerProcesses(reactor, sockets, options["workers"] - 1, arguments)
+        processes = workers.WorkerProcesses(
+            reactor, sockets, options["workers"] - 1, arguments, tls_options=tls_options
+        )
         processes.setServiceParent(service)
         forward = processes.signal
     listeners = [s for s in service if isinstance(s, StreamServerEndpointService)]

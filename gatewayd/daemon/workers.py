@@ -101,12 +101,17 @@ def adopt_description(sock: socket.socket, fileno: int | None = None) -> str:
     return f"adopt:fileno={sock.fileno() if fileno is None else fileno}:domain={domain}"
 
 
-def worker_argv(sockets: Sequence[socket.socket], arguments: Sequence[str]) -> list[str]:
+def worker_argv(
+    sockets: Sequence[socket.socket], arguments: Sequence[str], tls_options: Sequence[str] = ()
+) -> list[str]:
     """The command line of a worker: ``twistd -n gatewayd`` with the parent's options,
-    listening on the inherited sockets instead of binding."""
+    listening on the inherited sockets instead of binding.  ``tls_options`` are each
+    socket's TLS files as endpoint options ("" for plain HTTP), so that a worker serves
+    TLS on the sockets the parent does (and reads its certificates again on SIGHUP)."""
     listen: list[str] = []
     for index, sock in enumerate(sockets):
-        listen += ["--listen", adopt_description(sock, FIRST_FD + index)]
+        suffix = tls_options[index] if index < len(tls_options) else ""
+        listen += ["--listen", adopt_description(sock, FIRST_FD + index) + suffix]
     return [
         sys.executable,
         "-c",
@@ -139,6 +144,8 @@ class WorkerProcesses(Service):
     count: int
     arguments: tuple[str, ...]
     restart_delay: float = 1.0
+    #: Each socket's TLS files as endpoint options ("" for plain HTTP).
+    tls_options: tuple[str, ...] = ()
     stop_timeout: float = 10.0
     workers: dict[int, _Worker] = field(factory=dict)
 
@@ -154,7 +161,7 @@ class WorkerProcesses(Service):
         fds: dict[int, Any] = {0: "w", 1: 1, 2: 2}
         for offset, sock in enumerate(self.sockets):
             fds[FIRST_FD + offset] = sock.fileno()
-        argv = worker_argv(self.sockets, self.arguments)
+        argv = worker_argv(self.sockets, self.arguments, self.tls_options)
         self.reactor.spawnProcess(worker, argv[0], argv, env=os.environ, childFDs=fds)
         self.workers[index] = worker
         self.log.info("worker {index} started (pid {pid})", index=index, pid=worker.transport.pid)
