@@ -16,7 +16,8 @@ drives it at c=64 for ``--seconds``:
 
 It prints the top ``--top`` functions by cumulative and by own time, each as a
 share of the profile and as µs per request (that share of the process's CPU per
-request, measured from /proc in the same run).  The script is not called
+request, measured from /proc in the same run), then own time summed by module
+area (each gatewayd module, each Twisted package, the rest by top-level module).  The script is not called
 profile.py because that name would shadow the standard library module cProfile
 imports.
 """
@@ -120,6 +121,27 @@ def print_top(entries: dict[str, Entry], per_request_us: float, requests: int, t
             print(f"{line}  {name}")
 
 
+def print_areas(entries: dict[str, Entry], per_request_us: float) -> None:
+    """Own time summed by where the code lives: gatewayd's modules one by one, Twisted's
+    packages, the rest by top-level module (``json`` includes its C encoder and decoder)."""
+    areas: Counter[str] = Counter()
+    for name, (own, _, _) in entries.items():
+        path = name.rpartition("(")[2].rpartition(":")[0] if name.endswith(")") else "built-in"
+        parts = path.split("/")
+        if parts[0] == "gatewayd":
+            area = path
+        elif parts[0] == "twisted":
+            area = "/".join(parts[:2]) + "/"
+        else:
+            area = parts[0].removesuffix(".py")
+        areas[area] += own
+    print("\nown time by where the code lives")
+    print(f"{'own %':>6} {'µs/req':>7}  area")
+    for area, own in areas.most_common():
+        if own >= 0.005:
+            print(f"{own * 100:6.1f} {own * per_request_us:7.1f}  {area}")
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", choices=("gatewayd", "forwarder"), default="gatewayd")
@@ -174,6 +196,7 @@ def main(argv: list[str]) -> None:
     if args.profiler == "cprofile":
         print("cProfile covers the whole run, warm-up included; calls per request count its requests too")
     print_top(entries, per_request * 1e6, warm["requests"] + result["requests"], args.top)
+    print_areas(entries, per_request * 1e6)
 
 
 if __name__ == "__main__":
