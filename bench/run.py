@@ -513,13 +513,14 @@ def ms(seconds_or_us: float, us: bool = False) -> str:
 
 def above(seconds: float, direct: float) -> str:
     """A time, what it adds to the direct call's and its ratio to it."""
-    return f"{ms(seconds)} (+{ms(seconds - direct)}; {seconds / direct:.1f}× direct)"
+    return f"{ms(seconds)} ({(seconds - direct) * 1000:+.2f} ms; {seconds / direct:.1f}× direct)"
 
 
 def ratio(gatewayd: float, forwarder: float, what: str = "") -> str:
     """gatewayd's figure over the forwarder's (for times: of what each adds to the direct call)."""
-    text = f"{gatewayd / forwarder:.2f}×" if forwarder > 0 else "n/a (the forwarder added nothing)"
-    return f"{text} {what}".rstrip()
+    if forwarder <= 0:
+        return "n/a (the forwarder added nothing)"
+    return f"{gatewayd / forwarder:.2f}× {what}".rstrip()
 
 
 def main(argv: list[str]) -> None:
