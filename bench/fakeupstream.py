@@ -9,7 +9,13 @@ against it would measure the fake.  This one answers from prebuilt bytes:
 - ``POST ...:generateContent``: a short Gemini answer;
 - ``POST ...:streamGenerateContent``: ``--chunks`` SSE chunks of ``--chunk-bytes``
   text each plus the final chunk, written as fast as the reader takes them
-  (it honours TCP flow control, so a 50 MB answer never sits in its memory).
+  (it honours TCP flow control, so a 50 MB answer never sits in its memory);
+  or, paced, one chunk every ``--pace`` seconds, the first one too, as a model
+  sends them, so a gateway's time to first text is its own work and not
+  queueing behind a burst of chunks;
+- ``POST /pace``: ``{"seconds": s, "chunks": n}`` sets the pace (0: a burst) and
+  the chunk count of the streams that start from then on, so one bench run can
+  measure bursts and paced streams through the same gateway.
 
 Direct calls in the bench go to this same server, so "direct" and "through
 the gateway" differ by the gateway alone.  Standard library only, one process.
@@ -56,6 +62,7 @@ GENERATE = _response(
     ).encode(),
 )
 NOT_FOUND = _response(b"404 Not Found", b"text/plain", b"not found\n")
+PACED = _response(b"200 OK", b"application/json", b"{}")
 STREAM_HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
 )
@@ -72,9 +79,10 @@ def _sse(data: dict) -> bytes:
 class Stream:
     """The prebuilt pieces of one streamed answer."""
 
-    def __init__(self, chunks: int, chunk_bytes: int, hold: bool = False) -> None:
+    def __init__(self, chunks: int, chunk_bytes: int, hold: bool = False, pace: float = 0.0) -> None:
         self.chunks = chunks
         self.hold = hold
+        self.pace = pace
         text = ("x" * (chunk_bytes - 1)) + " "
         self.text_chunk = _sse(
             {
@@ -128,21 +136,39 @@ class FakeProtocol(asyncio.Protocol):
                     length = int(value)
             if len(self.buffer) < end + 4 + length:
                 return
+            body = self.buffer[end + 4 : end + 4 + length]
             self.buffer = self.buffer[end + 4 + length :]
             target = head.split(b" ", 2)[1]
-            self.answer(target)
+            self.answer(target, body)
 
-    def answer(self, target: bytes) -> None:
+    def answer(self, target: bytes, body: bytes) -> None:
         assert self.transport is not None
         if b":streamGenerateContent" in target:
             self.streaming = True
-            asyncio.get_running_loop().create_task(self.send_stream())
+            asyncio.get_running_loop().create_task(self.send_paced() if self.stream.pace else self.send_stream())
         elif b":generateContent" in target:
             self.transport.write(GENERATE)
         elif target.startswith(b"/token"):
             self.transport.write(TOKEN)
+        elif target == b"/pace":
+            settings = json.loads(body)
+            self.stream.pace = float(settings.get("seconds", 0.0))
+            self.stream.chunks = int(settings.get("chunks", self.stream.chunks))
+            self.transport.write(PACED)
         else:
             self.transport.write(NOT_FOUND)
+
+    async def send_paced(self) -> None:
+        """One chunk per write, ``pace`` seconds apart, the first one ``pace`` after the request."""
+        stream = self.stream
+        self.transport.write(STREAM_HEAD)  # type: ignore[union-attr]
+        for _ in range(stream.chunks):
+            await asyncio.sleep(stream.pace)
+            if self.transport is None:
+                return
+            self.transport.write(stream.text_chunk)
+            await self.writable.wait()
+        self._finish()
 
     async def send_stream(self) -> None:
         stream = self.stream
@@ -159,8 +185,11 @@ class FakeProtocol(asyncio.Protocol):
             await self.writable.wait()
             if stream.hold:  # an idle stream: one chunk, then nothing until the reader leaves
                 await asyncio.Event().wait()
+        self._finish()
+
+    def _finish(self) -> None:
         if self.transport is not None:
-            self.transport.write(stream.last)
+            self.transport.write(self.stream.last)
             self.streaming = False
             if self.buffer:
                 self.data_received(b"")
@@ -185,8 +214,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--chunks", type=int, default=200, help="text chunks per streamed answer")
     parser.add_argument("--chunk-bytes", type=int, default=16, help="text bytes per chunk")
     parser.add_argument("--hold", action="store_true", help="streams send one batch, then stay open, idle")
+    parser.add_argument("--pace", type=float, default=0.0, help="seconds between chunks (0: as fast as read)")
     args = parser.parse_args(argv)
-    stream = Stream(args.chunks, args.chunk_bytes, args.hold)
+    stream = Stream(args.chunks, args.chunk_bytes, args.hold, args.pace)
     asyncio.run(serve(args.host, args.port, args.port_file, stream))
 
 

@@ -1,11 +1,16 @@
-"""``python bench/run.py``: what gatewayd adds, measured against direct calls to the same fake.
+"""``python bench/run.py``: what gatewayd adds, measured against direct calls to the same fake
+and against the minimal Twisted forwarder.
 
 One run starts the lean fake upstream (bench/fakeupstream.py), ``twistd gatewayd``
-on the sample configuration (translation, file-log and log_statistics on), and
-drives both with ``wrk`` (non-streaming) and an asyncio client (streams).  The
-gateway is pinned to CPU 0, the fake and the load generators to CPU 1.  It
-prints a markdown table; ``--long`` adds the idle-streams
-memory measurements, ``--litellm`` the LiteLLM comparison.
+on the sample configuration (translation, file-log and log_statistics on), the
+minimal forwarder (bench/forwarder.py: JSON in and out, Agent on a persistent
+pool, streams passed through, nothing else), and drives the three with ``wrk``
+(non-streaming) and an asyncio client (streams, in a burst and paced).  The
+gateway and the forwarder are pinned to CPU 0, the fake and the load generators
+to CPU 1.  The forwarder is the floor: what gatewayd costs beyond it is its own.
+It prints a markdown table; ``--long`` adds the idle-streams memory
+measurements, ``--litellm`` the LiteLLM comparison.  bench/hotspots.py shows
+where gatewayd's time goes.
 """
 
 from __future__ import annotations
@@ -43,10 +48,19 @@ GEMINI_REQUEST = {
     "generationConfig": {"maxOutputTokens": 1024},
 }
 MODEL_PATH = "/v1/projects/bench-project/locations/us-central1/publishers/google/models/gemini-2.0-flash"
+STREAM_PATH = MODEL_PATH + ":streamGenerateContent?alt=sse"
+#: Paced streams: this many chunks, one every PACE seconds, like a model writing.
+PACE, PACED_CHUNKS, PACED_STREAMS = 0.01, 50, 160
+#: What marks the first text in a stream: Gemini's SSE (the fake writes compact JSON), Anthropic's.
+GEMINI_TEXT, ANTHROPIC_TEXT = b'"text":"', b"text_delta"
+
+#: measurement, direct to the fake, minimal forwarder, gatewayd, gatewayd / forwarder, target
+Row = tuple[str, str, str, str, str, str]
 
 
-
-
+def row(measurement: str, gatewayd: str, target: str = "", *, direct: str = "", forwarder: str = "",
+        ratio: str = "") -> Row:
+    return (measurement, direct, forwarder, gatewayd, ratio, target)
 
 
 def pinned(cpu: str, argv: list[str]) -> list[str]:
@@ -134,10 +148,11 @@ def gateway_config(workdir: Path, fake: Fake, name: str) -> tuple[Path, dict[str
 
 
 class Gateway(Process):
-    def __init__(self, workdir: Path, fake: Fake, name: str, *, cpu: str | None = GATEWAY_CPU, workers: int = 1):
+    def __init__(self, workdir: Path, fake: Fake, name: str, *, cpu: str | None = GATEWAY_CPU, workers: int = 1,
+                 twistd_args: tuple[str, ...] = ()):
         config, env = gateway_config(workdir, fake, name)
         self.file_log = workdir / f"{name}-file-log.json"
-        argv = [str(BIN / "twistd"), "-n", "--pidfile=", "gatewayd", "--config", str(config)]
+        argv = [str(BIN / "twistd"), "-n", "--pidfile=", *twistd_args, "gatewayd", "--config", str(config)]
         argv += ["--listen", "tcp:0:interface=127.0.0.1"]
         if workers > 1:
             argv += ["--workers", str(workers)]
@@ -156,6 +171,30 @@ class Gateway(Process):
             raise RuntimeError(f"twistd exited {self.process.returncode}:\n{self.log_path.read_text()}")
         found = re.search(r"Site starting on (\d+)", self.log_path.read_text(errors="replace"))
         return found.group(1) if found else None
+
+
+class Forwarder(Process):
+    """bench/forwarder.py on ``fake``, pinned like the gateway."""
+
+    def __init__(self, workdir: Path, fake: Fake, name: str = "forwarder", python_args: tuple[str, ...] = ()):
+        self.port_file = workdir / f"{name}.port"
+        argv = [PYTHON, *python_args, str(HERE / "forwarder.py"), "--upstream", fake.url, "--port-file", str(self.port_file)]
+        super().__init__(pinned(GATEWAY_CPU, argv), workdir / f"{name}.log")
+        self.port = int(wait_for(self._port, what=f"the forwarder to listen (log: {self.log_path})"))
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _port(self) -> str | None:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the forwarder exited {self.process.returncode}:\n{self.log_path.read_text()}")
+        return file_text(self.port_file)
+
+
+def pace(fake: Fake, seconds: float, chunks: int) -> None:
+    """Make the fake's streams from now on paced (``seconds`` apart) or a burst (0)."""
+    import urllib.request
+
+    body = json.dumps({"seconds": seconds, "chunks": chunks}).encode()
+    urllib.request.urlopen(urllib.request.Request(fake.url + "/pace", body, method="POST"), timeout=10).read()
 
 
 # --- load generators -------------------------------------------------------------------------
@@ -203,7 +242,8 @@ def _lua_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-async def _stream_once(host: str, port: int, path: str, body: bytes, headers: str) -> tuple[float, float, int]:
+async def _stream_once(host: str, port: int, path: str, body: bytes, headers: str, marker: bytes) -> tuple[float, float, float, int]:
+    """One stream: seconds to its first byte, to the first text (``marker``) and to its end; its size."""
     started = time.perf_counter()
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(
@@ -212,43 +252,56 @@ async def _stream_once(host: str, port: int, path: str, body: bytes, headers: st
     )
     first = await reader.read(1)
     ttfb = time.perf_counter() - started
+    ttft = None
     size = len(first)
-    tail = first
+    seen = first
     while chunk := await reader.read(65536):
         size += len(chunk)
-        tail = (tail + chunk)[-7:]
-        if tail.endswith(b"\r\n0\r\n\r\n"):  # the last chunk of a chunked body
+        seen = seen[-len(marker):] + chunk
+        if ttft is None and marker in seen:
+            ttft = time.perf_counter() - started
+        if seen.endswith(b"\r\n0\r\n\r\n"):  # the last chunk of a chunked body
             break
     total = time.perf_counter() - started
     writer.close()
-    return ttfb, total, size
+    if ttft is None:
+        raise RuntimeError(f"no {marker!r} in a stream from {host}:{port}{path}")
+    return ttfb, ttft, total, size
 
 
-async def _streams(url: str, path: str, body: bytes, headers: str, concurrency: int, count: int) -> list[tuple[float, float, int]]:
+async def _streams(url: str, path: str, body: bytes, headers: str, marker: bytes, concurrency: int, count: int,
+                   stagger: float) -> list[tuple[float, float, float, int]]:
     host, port = url.removeprefix("http://").split(":")
-    results: list[tuple[float, float, int]] = []
+    results: list[tuple[float, float, float, int]] = []
     remaining = count
 
-    async def client() -> None:
+    async def client(index: int) -> None:
         nonlocal remaining
+        await asyncio.sleep(stagger * index / concurrency)
         while remaining > 0:
             remaining -= 1
-            results.append(await _stream_once(host, int(port), path, body, headers))
+            results.append(await _stream_once(host, int(port), path, body, headers, marker))
 
-    await asyncio.gather(*(client() for _ in range(concurrency)))
+    await asyncio.gather(*(client(index) for index in range(concurrency)))
     return results
 
 
-def streams(url: str, path: str, body: dict, concurrency: int, count: int, anthropic: bool) -> dict:
+def streams(url: str, path: str, body: dict, concurrency: int, count: int, anthropic: bool, stagger: float = 0.0) -> dict:
+    """``count`` streams, ``concurrency`` at a time; with ``stagger`` (a stream's duration)
+    the clients start spread over it, so paced streams arrive evenly, not in lockstep."""
     headers = "anthropic-version: 2023-06-01\r\nx-api-key: bench\r\n" if anthropic else ""
+    marker = ANTHROPIC_TEXT if anthropic else GEMINI_TEXT
     os.sched_setaffinity(0, {int(LOAD_CPU)}) if hasattr(os, "sched_setaffinity") and os.cpu_count() > 1 else None
-    results = asyncio.run(_streams(url, path, json.dumps(body).encode(), headers, concurrency, count))
+    results = asyncio.run(_streams(url, path, json.dumps(body).encode(), headers, marker, concurrency, count, stagger))
+    os.sched_setaffinity(0, set(range(os.cpu_count()))) if hasattr(os, "sched_setaffinity") else None
     ttfb = sorted(r[0] for r in results)
-    total = sorted(r[1] for r in results)
+    ttft = sorted(r[1] for r in results)
+    total = sorted(r[2] for r in results)
     return {
         "ttfb_p50": _pct(ttfb, 50), "ttfb_p99": _pct(ttfb, 99),
+        "ttft_p50": _pct(ttft, 50), "ttft_p99": _pct(ttft, 99),
         "total_p50": _pct(total, 50), "total_p99": _pct(total, 99),
-        "bytes": statistics.median(r[2] for r in results),
+        "bytes": statistics.median(r[3] for r in results),
     }
 
 
@@ -329,7 +382,7 @@ async def _idle_streams(url: str, count: int) -> list:
     return writers
 
 
-def slow_reader(workdir: Path, args: argparse.Namespace) -> tuple[str, str, str, str]:
+def slow_reader(workdir: Path, args: argparse.Namespace) -> Row:
     """A 50 MB answer read slowly: 10 MB at 1 MB/s by default (the upstream could send
     hundreds of MB/s), all 50 MB at 100 KB/s (over 8 minutes) with ``--slow-full``."""
     total, rate = (50_000_000, 100_000) if args.slow_full else (10_000_000, 1_000_000)
@@ -340,9 +393,9 @@ def slow_reader(workdir: Path, args: argparse.Namespace) -> tuple[str, str, str,
         wrk(workdir, gateway.url + "/anything/v1/messages", SMALL_REQUEST, 1, 1)  # warm up
         print(f"  slow reader: {total / 1e6:.0f} MB of a 50 MB answer at {rate / 1000:.0f} KB/s ...", file=sys.stderr)
         slow = asyncio.run(_slow_reader(gateway.url, total, rate, gateway.pid))
-        return (
+        return row(
             f"RSS, 50 MB stream read at {rate / 1000:.0f} KB/s ({slow['received_mb']:.1f} MB read in {slow['seconds']:.0f} s)",
-            "", f"{slow['rss_first']:.1f} → {slow['rss_1mb']:.1f} at 1 MB → max {slow['rss_max']:.1f} → "
+            f"{slow['rss_first']:.1f} → {slow['rss_1mb']:.1f} at 1 MB → max {slow['rss_max']:.1f} → "
             f"{slow['rss_last']:.1f} MB at the end", "flat",
         )
     finally:
@@ -350,7 +403,7 @@ def slow_reader(workdir: Path, args: argparse.Namespace) -> tuple[str, str, str,
         big.stop()
 
 
-def long_measurements(workdir: Path, args: argparse.Namespace) -> list[tuple[str, str, str, str]]:
+def long_measurements(workdir: Path, args: argparse.Namespace) -> list[Row]:
     rows = []
     held = Fake(workdir, "held-fake", "--chunks", "1", "--hold")
     gateway = Gateway(workdir, held, "idle")
@@ -368,14 +421,14 @@ def long_measurements(workdir: Path, args: argparse.Namespace) -> list[tuple[str
 
         after = asyncio.run(hold())
         per = (after - before) * 1024 / args.idle_streams
-        rows.append((f"memory per idle stream ({args.idle_streams} open)", "", f"{per:.0f} KB", "≤ 100 KB"))
+        rows.append(row(f"memory per idle stream ({args.idle_streams} open)", f"{per:.0f} KB", "≤ 100 KB"))
     finally:
         gateway.stop()
         held.stop()
     return rows
 
 
-def workers_comparison(workdir: Path, fake: Fake, processes: list, seconds: float) -> list[tuple[str, str, str, str]]:
+def workers_comparison(workdir: Path, fake: Fake, processes: list, seconds: float) -> list[Row]:
     """1 vs 2 workers, unpinned, with where the two cores' time went in the 2-worker run."""
     print("  1 vs 2 workers ...", file=sys.stderr)
     rates, spent = {}, {}
@@ -393,18 +446,18 @@ def workers_comparison(workdir: Path, fake: Fake, processes: list, seconds: floa
     per_request = sum(spent[1][0]) / (rates[1] * spent[1][3])
     ceiling = (2 * wall - fake_cpu - wrk_cpu) / wall / per_request / rates[1]
     return [
-        ("throughput c=64, 1 worker → 2 workers (unpinned)", "",
-         f"{rates[1]:.0f} → {rates[2]:.0f} req/s ({rates[2] / rates[1]:.2f}x)", "≥ 1.7x"),
-        ("2 workers: cores used by the workers / wrk / the fake", "",
-         f"{' + '.join(f'{c / wall:.2f}' for c in gateway_cpu)} / {wrk_cpu / wall:.2f} / {fake_cpu / wall:.2f} "
-         f"(what wrk and the fake leave allows {ceiling:.2f}x at one worker's CPU per request)", ""),
+        row("throughput c=64, 1 worker → 2 workers (unpinned)",
+            f"{rates[1]:.0f} → {rates[2]:.0f} req/s ({rates[2] / rates[1]:.2f}x)", "≥ 1.7x"),
+        row("2 workers: cores used by the workers / wrk / the fake",
+            f"{' + '.join(f'{c / wall:.2f}' for c in gateway_cpu)} / {wrk_cpu / wall:.2f} / {fake_cpu / wall:.2f} "
+            f"(what wrk and the fake leave allows {ceiling:.2f}x at one worker's CPU per request)"),
     ]
 
 
 LITELLM_VENV = Path(tempfile.gettempdir()) / "gatewayd-bench-litellm"
 
 
-def litellm(workdir: Path, seconds: float) -> list[tuple[str, str, str, str]]:
+def litellm(workdir: Path, seconds: float) -> list[Row]:
     """LiteLLM's proxy, Anthropic /v1/messages to Vertex AI Gemini, against its own lean fake."""
     python = LITELLM_VENV / "bin" / "python"
     if not python.exists():
@@ -441,11 +494,11 @@ def litellm(workdir: Path, seconds: float) -> list[tuple[str, str, str, str]]:
         one = wrk(workdir, url, SMALL_REQUEST, 1, seconds)
         many = wrk(workdir, url, SMALL_REQUEST, 64, seconds)
         return [
-            ("LiteLLM proxy on the same fake: latency p50 / p99, c=1", "",
-             f"{ms(one['p50_us'], True)} / {ms(one['p99_us'], True)}", ""),
-            ("LiteLLM proxy: throughput c=64, pinned to one core", "",
-             f"{many['rps']:.0f} req/s ({many['socket_errors']} socket errors/timeouts)", "gatewayd ≥ 10x"),
-            ("LiteLLM proxy: RSS after load", "", f"{rss_mb(proxy.pid):.1f} MB", ""),
+            row("LiteLLM proxy on the same fake: latency p50 / p99, c=1",
+                f"{ms(one['p50_us'], True)} / {ms(one['p99_us'], True)}"),
+            row("LiteLLM proxy: throughput c=64, pinned to one core",
+                f"{many['rps']:.0f} req/s ({many['socket_errors']} socket errors/timeouts)", "gatewayd ≥ 10x"),
+            row("LiteLLM proxy: RSS after load", f"{rss_mb(proxy.pid):.1f} MB"),
         ]
     finally:
         proxy.stop()
@@ -456,6 +509,18 @@ def litellm(workdir: Path, seconds: float) -> list[tuple[str, str, str, str]]:
 
 def ms(seconds_or_us: float, us: bool = False) -> str:
     return f"{seconds_or_us / 1000 if us else seconds_or_us * 1000:.2f} ms"
+
+
+def above(seconds: float, direct: float) -> str:
+    """A time, what it adds to the direct call's and its ratio to it."""
+    return f"{ms(seconds)} ({(seconds - direct) * 1000:+.2f} ms; {seconds / direct:.1f}× direct)"
+
+
+def ratio(gatewayd: float, forwarder: float, what: str = "") -> str:
+    """gatewayd's figure over the forwarder's (for times: of what each adds to the direct call)."""
+    if forwarder <= 0:
+        return "n/a (the forwarder added nothing)"
+    return f"{gatewayd / forwarder:.2f}× {what}".rstrip()
 
 
 def main(argv: list[str]) -> None:
@@ -478,54 +543,85 @@ def main(argv: list[str]) -> None:
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     workdir = Path(tempfile.mkdtemp(prefix="gatewayd-bench-"))
-    rows: list[tuple[str, str, str, str]] = []
+    rows: list[Row] = []
     seconds = args.seconds
     print(f"bench: working in {workdir}", file=sys.stderr)
 
     cpu = translation_cpu()
-    rows.append((
-        f"translation CPU, captured Claude Code request ({cpu['bytes'] // 1000} KB, {cpu['tools']} tools)", "",
+    rows.append(row(
+        f"translation CPU, captured Claude Code request ({cpu['bytes'] // 1000} KB, {cpu['tools']} tools)",
         f"{cpu['steady_ms']:.2f} ms (first call {cpu['first_ms']:.2f} ms; JSON parse alone {cpu['parse_ms']:.2f} ms)",
         "≤ 2 ms",
     ))
     fake = Fake(workdir, "fake")
     gateway = Gateway(workdir, fake, "gateway")
-    direct_url = fake.url + MODEL_PATH + ":generateContent"
-    gateway_url = gateway.url + "/anything/v1/messages"
-    processes = [gateway, fake]
+    forwarder = Forwarder(workdir, fake)
+    processes = [gateway, forwarder, fake]
+    # Each: where wrk posts, what, and where streams go.  Direct and the forwarder take the Gemini request.
+    targets = {
+        "direct": (fake.url + MODEL_PATH + ":generateContent", GEMINI_REQUEST, fake.url, STREAM_PATH),
+        "forwarder": (forwarder.url + MODEL_PATH + ":generateContent", GEMINI_REQUEST, forwarder.url, STREAM_PATH),
+        "gatewayd": (gateway.url + "/anything/v1/messages", SMALL_REQUEST, gateway.url, "/anything/v1/messages"),
+    }
+    pids = {"forwarder": forwarder.pid, "gatewayd": gateway.pid}
     try:
-        rows.append(("gateway RSS after start", "", f"{rss_mb(gateway.pid):.1f} MB", ""))
-        wrk(workdir, gateway_url, SMALL_REQUEST, 4, 1)
-        rows.append(("gateway RSS idle (after first requests)", "", f"{rss_mb(gateway.pid):.1f} MB", "≤ 60 MB"))
+        rows.append(row("gateway RSS after start", f"{rss_mb(gateway.pid):.1f} MB",
+                        forwarder=f"{rss_mb(forwarder.pid):.1f} MB"))
+        for name in pids:
+            url, body, _, _ = targets[name]
+            wrk(workdir, url, body, 4, 1)
+        rows.append(row("gateway RSS idle (after first requests)", f"{rss_mb(gateway.pid):.1f} MB", "≤ 60 MB",
+                        forwarder=f"{rss_mb(forwarder.pid):.1f} MB"))
         print("  c=1 latency ...", file=sys.stderr)
-        direct = wrk(workdir, direct_url, GEMINI_REQUEST, 1, seconds)
-        through = wrk(workdir, gateway_url, SMALL_REQUEST, 1, seconds)
-        for p, target in (("p50", "≤ +1 ms"), ("p99", "≤ +3 ms")):
-            d, g = direct[f"{p}_us"], through[f"{p}_us"]
-            rows.append((f"non-streaming latency {p}, c=1", ms(d, True), f"{ms(g, True)} (+{ms(g - d, True)})", target))
-        print("  c=64 throughput, gateway on one core ...", file=sys.stderr)
-        direct = wrk(workdir, direct_url, GEMINI_REQUEST, 64, seconds)
-        cpu_before = sum(cpu_seconds(gateway.pid))
-        through = wrk(workdir, gateway_url, SMALL_REQUEST, 64, seconds)
-        cpu_used = sum(cpu_seconds(gateway.pid)) - cpu_before
-        rows.append(("throughput c=64, gateway pinned to one core", f"{direct['rps']:.0f} req/s",
-                     f"{through['rps']:.0f} req/s (p50 {ms(through['p50_us'], True)})", "> 1,000 req/s"))
-        rows.append(("gateway CPU per request (c=64 run)", "",
-                     f"{cpu_used / through['requests'] * 1000:.3f} ms ({cpu_used / through['seconds']:.2f} of its core busy)", ""))
-        print("  streams c=16 ...", file=sys.stderr)
-        count = 800
-        sd = streams(fake.url, MODEL_PATH + ":streamGenerateContent?alt=sse", GEMINI_REQUEST, 16, count, False)
-        sg = streams(gateway.url, "/anything/v1/messages", dict(SMALL_REQUEST, stream=True), 16, count, True)
-        os.sched_setaffinity(0, set(range(os.cpu_count())))
-        rows.append(("stream (200 chunks) TTFB p50, c=16", ms(sd["ttfb_p50"]),
-                     f"{ms(sg['ttfb_p50'])} (+{ms(sg['ttfb_p50'] - sd['ttfb_p50'])})", "≤ +2 ms"))
-        rows.append(("stream (200 chunks) total p50, c=16", ms(sd["total_p50"]),
-                     f"{ms(sg['total_p50'])} (+{ms(sg['total_p50'] - sd['total_p50'])})", ""))
-        rows.append(("gateway RSS after load", "", f"{rss_mb(gateway.pid):.1f} MB", ""))
+        one = {name: wrk(workdir, url, body, 1, seconds) for name, (url, body, _, _) in targets.items()}
+        for p, target in (("p50", "≤ +1 ms; ≤ forwarder"), ("p99", "≤ +3 ms")):
+            d, f, g = (one[name][f"{p}_us"] / 1e6 for name in targets)
+            rows.append(row(f"non-streaming latency {p}, c=1", above(g, d), target,
+                            direct=ms(d), forwarder=above(f, d), ratio=ratio(g - d, f - d, "added")))
+        print("  c=64 throughput, gateway and forwarder on one core ...", file=sys.stderr)
+        many, cpu_used = {}, {}
+        for name, (url, body, _, _) in targets.items():
+            before = sum(cpu_seconds(pids[name])) if name in pids else 0.0
+            many[name] = wrk(workdir, url, body, 64, seconds)
+            if name in pids:
+                cpu_used[name] = sum(cpu_seconds(pids[name])) - before
+        d, f, g = (many[name]["rps"] for name in targets)
+        rows.append(row("throughput c=64, pinned to one core",
+                        f"{g:.0f} req/s ({g / d:.3f}× direct; p50 {ms(many['gatewayd']['p50_us'], True)})",
+                        "> 1,000 req/s; ≥ forwarder", direct=f"{d:.0f} req/s",
+                        forwarder=f"{f:.0f} req/s ({f / d:.3f}× direct; p50 {ms(many['forwarder']['p50_us'], True)})",
+                        ratio=ratio(g, f)))
+        per = {name: cpu_used[name] / many[name]["requests"] for name in pids}
+        busy = {name: f"{per[name] * 1000:.3f} ms ({cpu_used[name] / many[name]['seconds']:.2f} of its core busy)" for name in pids}
+        rows.append(row("CPU per request (c=64 run)", busy["gatewayd"], forwarder=busy["forwarder"],
+                        ratio=ratio(per["gatewayd"], per["forwarder"])))
+        print("  streams c=16, a burst of 200 chunks each ...", file=sys.stderr)
+        burst = {name: streams(base, path, dict(body, stream=True) if name == "gatewayd" else body, 16, 800,
+                               name == "gatewayd")
+                 for name, (_, body, base, path) in targets.items()}
+        for key, label, target in (("ttfb_p50", "TTFB p50", "≤ +2 ms"), ("total_p50", "total p50", "")):
+            d, f, g = (burst[name][key] for name in targets)
+            rows.append(row(f"stream (200 chunks in a burst) {label}, c=16", above(g, d), target, direct=ms(d),
+                            forwarder=above(f, d), ratio=ratio(g - d, f - d, "added")))
+        print(f"  streams c=16, paced: {PACED_CHUNKS} chunks {PACE * 1000:.0f} ms apart ...", file=sys.stderr)
+        pace(fake, PACE, PACED_CHUNKS)
+        paced = {name: streams(base, path, dict(body, stream=True) if name == "gatewayd" else body, 16,
+                               PACED_STREAMS, name == "gatewayd", stagger=PACE * PACED_CHUNKS)
+                 for name, (_, body, base, path) in targets.items()}
+        pace(fake, 0.0, 200)
+        for key, label, target in (("ttft_p50", "p50", "≤ forwarder"), ("ttft_p99", "p99", "")):
+            d, f, g = (paced[name][key] for name in targets)
+            rows.append(row(f"paced streams ({PACED_CHUNKS} chunks {PACE * 1000:.0f} ms apart, 16 at a time, "
+                            f"starts spread): time to first text {label}", above(g, d), target, direct=ms(d),
+                            forwarder=above(f, d), ratio=ratio(g - d, f - d, "added")))
+        rows.append(row("gateway RSS after load", f"{rss_mb(gateway.pid):.1f} MB",
+                        forwarder=f"{rss_mb(forwarder.pid):.1f} MB"))
         records = sum(1 for _ in open(gateway.file_log, "rb"))
-        rows.append(("file-log records written", "", f"{records}", "one per request"))
+        rows.append(row("file-log records written", f"{records}", "one per request"))
         gateway.stop()
+        forwarder.stop()
         if not args.no_workers:
             rows += workers_comparison(workdir, fake, processes, seconds)
     finally:
@@ -535,23 +631,24 @@ def main(argv: list[str]) -> None:
     if args.long:
         rows += long_measurements(workdir, args)
     else:
-        rows.append(("idle streams memory", "", "not run (add --long)", ""))
+        rows.append(row("idle streams memory", "not run (add --long)"))
     if args.litellm:
         rows += litellm(workdir, seconds)
     else:
-        rows.append(("LiteLLM on the same fake", "", "not run (add --litellm)", ""))
-    print_table(rows)
+        rows.append(row("LiteLLM on the same fake", "not run (add --litellm)"))
+    print_table(rows, load)
 
 
-def print_table(rows: list[tuple[str, str, str, str]]) -> None:
+def print_table(rows: list[Row], load: str) -> None:
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     model = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
                   if l.startswith("model name")), machine)
-    print(f"\n{datetime.date.today().isoformat()} on {model} ({os.cpu_count()} CPUs), Python {platform.python_version()}\n")
-    print("| measurement | direct to the fake | through gatewayd | target |")
-    print("|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    print(f"\n{datetime.date.today().isoformat()} on {model} ({os.cpu_count()} CPUs), Python {platform.python_version()}, "
+          f"load average {load} before the run\n")
+    print("| measurement | direct to the fake | minimal forwarder | through gatewayd | gatewayd / forwarder | target |")
+    print("|---|---|---|---|---|---|")
+    for each in rows:
+        print("| " + " | ".join(each) + " |")
 
 
 if __name__ == "__main__":
