@@ -450,7 +450,7 @@ def _refuse_blocked_prompt(data: Mapping[str, Any]) -> None:
     if data.get("candidates") or not isinstance(feedback, dict) or not feedback.get("blockReason"):
         return
     reason = feedback["blockReason"]
-    message = feedback.get("blockReasonMessage") or f"the prompt was blocked ({reason})"
+    message = feedback.get("blockReasonMessage") or "the prompt was blocked"
     raise errors.invalid_request(f"{message} (blockReason: {reason})")
 
 
