@@ -42,7 +42,7 @@ def target(index: int, *, weight: int = 100, model: str = "gemini-2.0-flash") ->
           provider: gemini
           name: {model}
           options:
-            gemini: {{api_endpoint: "http://127.0.0.1:{FIRST_PORT + index}"}}
+            upstream_url: "http://127.0.0.1:{FIRST_PORT + index}"
 """
 
 

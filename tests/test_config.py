@@ -431,8 +431,9 @@ GOOD_TARGET = "{route_type: llm/v1/chat, model: {provider: gemini, name: gemini-
      'protocols[0]: expected one of "grpc", "grpcs", "http", "https", "tcp"'),
     (PROXY_TEMPLATE.format(target=GOOD_TARGET.replace("gemini,", "foo,")),
      'plugins[0] (ai-proxy-advanced): config.targets[0].model.provider: expected one of '
-     '"anthropic", "azure", "bedrock", "cerebras", "cohere", "dashscope", "gemini", '
-     '"huggingface", "llama2", "mistral", "openai", "xai", got "foo"'),
+     '"anthropic", "azure", "bedrock", "cerebras", "cohere", "dashscope", "databricks", '
+     '"deepseek", "gemini", "huggingface", "llama2", "mistral", "ollama", "openai", "vllm", '
+     '"xai", got "foo"'),
     (PROXY_TEMPLATE.format(target=GOOD_TARGET.replace("}}", ", options: {top_k: many}}}")),
      "config.targets[0].model.options.top_k: expected an integer, got string"),
     (PROXY_TEMPLATE.format(target=GOOD_TARGET.replace("}}", ", options: {top_p: 2}}}")),

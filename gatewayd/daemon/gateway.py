@@ -213,7 +213,7 @@ def google_token_sources(reactor: Any) -> Callable[[Target], TokenSource]:
         if target.auth.kind == "service_account":
             secret = target.auth.secret or ""
             # Parse now, so a broken key stops the daemon at start, not at first request.
-            credentials = service_account_credentials(secret)
+            credentials = service_account_credentials(secret, target.auth.token_url)
             return GoogleTokenSource(lambda: credentials, reactor, reactor)
         return GoogleTokenSource(default_credentials, reactor, reactor)
 

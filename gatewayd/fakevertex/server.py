@@ -3,6 +3,8 @@
     POST   /token                                   OAuth2 JWT-bearer grant (see .auth)
     POST   /v1/projects/P/locations/L/publishers/google/models/M:generateContent
                                                     | :streamGenerateContent[?alt=sse] | :countTokens
+    POST   /v1/projects/P/locations/L/publishers/anthropic/models/M:rawPredict | :streamRawPredict
+                                                    Claude on Vertex (see .claude)
     POST   /v1beta/models/M:generateContent | :streamGenerateContent[?alt=sse] | :countTokens
     GET    /_fake/requests                          every request received, as a JSON list
     DELETE /_fake/requests                          forget them
@@ -28,7 +30,7 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from . import catalog, model, rules
+from . import catalog, claude, model, rules
 from .auth import InvalidGrant, ServiceAccount, verify_assertion
 from .errors import Rejected, canned
 
@@ -37,6 +39,10 @@ log = Logger()
 _VERTEX_PATH = re.compile(
     r"/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/publishers/google/models/"
     r"(?P<model>[^/:]+):(?P<method>[A-Za-z]+)"
+)
+_CLAUDE_PATH = re.compile(
+    r"/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/publishers/anthropic/models/"
+    r"(?P<model>[^/:]+):(?P<method>rawPredict|streamRawPredict)"
 )
 _GEMINI_PATH = re.compile(r"/v1beta/models/(?P<model>[^/:]+):(?P<method>[A-Za-z]+)")
 _METHODS = ("generateContent", "streamGenerateContent", "countTokens")
@@ -196,6 +202,8 @@ class ModelResource(Resource):
             body: Any = json.loads(raw) if raw.strip() else {}
         except ValueError:
             body = raw.decode("utf-8", "replace")
+        if self._api == "vertex" and "/publishers/anthropic/" in request.path.decode("latin-1"):
+            return self._claude(request, body)
         try:
             if self._fake.fail_all is not None:  # down, whoever asks
                 raise canned(self._fake.fail_all, self._api)
@@ -234,19 +242,61 @@ class ModelResource(Resource):
         self._send(request, frames)
         return NOT_DONE_YET
 
+    def _claude(self, request: Request, body: Any) -> bytes | int:
+        """Claude on Vertex: authenticated as Vertex is, answered in Anthropic's shape."""
+        try:
+            if self._fake.fail_all is not None:
+                raise canned(self._fake.fail_all, self._api)
+            self._check_bearer(request)
+        except Rejected as rejected:
+            return _error(request, self._fake, body, rejected)
+        match = _CLAUDE_PATH.fullmatch(request.path.decode("latin-1"))
+        try:
+            if match is None or match["project"] != self._fake.project:
+                raise claude.ClaudeRejected(404, "not_found_error", "Requested entity was not found.")
+            if match["model"] == "count-tokens":
+                counted = claude.check_count(body)
+                self._fake.record(request, body, 200)
+                return _json(request, 200, {"input_tokens": max(1, len(json.dumps(counted["messages"])) // 4)})
+            if match["model"] not in claude.KNOWN_MODELS:
+                raise claude.ClaudeRejected(
+                    404, "not_found_error",
+                    f"Publisher Model `publishers/anthropic/models/{match['model']}` was not found",
+                )
+            stream = match["method"] == "streamRawPredict"
+            checked = claude.check_messages(body, stream=stream)
+        except claude.ClaudeRejected as rejected:
+            self._fake.record(request, body, rejected.code)
+            return _json(request, rejected.code, rejected.body)
+        self._fake.record(request, body, 200)
+        message = claude.answer(checked, match["model"])
+        if not stream:
+            return _json(request, 200, message)
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", b"text/event-stream")
+        frames = [
+            f"event: {name}\ndata: {json.dumps(data)}\n\n".encode("utf-8")
+            for name, data in claude.stream_events(message)
+        ]
+        self._send(request, frames)
+        return NOT_DONE_YET
+
     def _route(self, request: Request) -> tuple[str, str]:
         path = request.path.decode("latin-1")
         if self._api == "vertex":
             return self._vertex_route(request, path)
         return self._gemini_route(request, path)
 
-    def _vertex_route(self, request: Request, path: str) -> tuple[str, str]:
+    def _check_bearer(self, request: Request) -> None:
         authorization = (request.getHeader(b"authorization") or b"").decode("latin-1")
         if not authorization:
             raise Rejected(401, f"Request is missing required authentication credential. {_AUTH_HELP}")
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not self._fake.token_valid(token.strip()):
             raise Rejected(401, f"Request had invalid authentication credentials. {_AUTH_HELP}")
+
+    def _vertex_route(self, request: Request, path: str) -> tuple[str, str]:
+        self._check_bearer(request)
         match = _VERTEX_PATH.fullmatch(path)
         if match is None or match["method"] not in _METHODS:
             raise Rejected(404, "Requested entity was not found.")

@@ -49,11 +49,12 @@ class CredentialsError(Exception):
     """Credentials could not be built or refreshed; the message holds no secret."""
 
 
-def service_account_credentials(key_json: str) -> Any:
+def service_account_credentials(key_json: str, token_url: str | None = None) -> Any:
     """Build service-account credentials from the key file's JSON text.
 
     The key's own ``token_uri`` is honoured, so a key for a private token
-    endpoint (or the test suite's fake) works like Google's.
+    endpoint (or the test suite's fake) works like Google's; ``token_url``
+    (the target's ``gcp_oauth_token_url``, Kong's override) replaces it.
     """
     from google.oauth2 import service_account
 
@@ -67,6 +68,8 @@ def service_account_credentials(key_json: str) -> Any:
         raise CredentialsError(f"gcp_service_account_json is not valid JSON{hint}") from None
     if not isinstance(info, dict) or info.get("type") != "service_account":
         raise CredentialsError("gcp_service_account_json is not a service-account key")
+    if token_url:
+        info = {**info, "token_uri": token_url}
     try:
         return service_account.Credentials.from_service_account_info(
             info, scopes=[CLOUD_PLATFORM]

@@ -12,11 +12,16 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from attrs import field, frozen
 
+from gatewayd.providers.usage import Pricing
 from gatewayd.translate import ModelProfile
 
 GEMINI_API_HOST = "generativelanguage.googleapis.com"
 
 _ACTIONS = {"generate": "generateContent", "stream": "streamGenerateContent", "count": "countTokens"}
+# Claude on Vertex (publisher ``anthropic``): Kong's gemini driver calls these for ``claude-*``.
+_RAW_ACTIONS = {"generate": "rawPredict", "stream": "streamRawPredict", "count": "rawPredict"}
+#: The ``anthropic_version`` Vertex takes in the body, Kong's default for Claude on Vertex.
+VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
 
 
 @frozen
@@ -28,12 +33,16 @@ class Auth:
     header_name: str | None = None
     param_name: str | None = None
     param_location: str = "query"
+    #: ``gcp_oauth_token_url``: the token endpoint to use in place of the key's ``token_uri``.
+    token_url: str | None = None
     # Hashed once: identity() is looked up on every upstream call.
     _identity: str = field(init=False, eq=False, repr=False)
 
     @_identity.default
     def _digest(self) -> str:
-        digest = hashlib.sha256((self.secret or "").encode("utf-8")).hexdigest()[:16]
+        digest = hashlib.sha256(
+            ((self.secret or "") + "\0" + (self.token_url or "")).encode("utf-8")
+        ).hexdigest()[:16]
         return f"{self.kind}:{digest}"
 
     def identity(self) -> str:
@@ -59,16 +68,42 @@ class Target:
     max_tokens: int | None = None
     log_statistics: bool = False
     log_payloads: bool = False
-    input_cost: float | None = None
-    output_cost: float | None = None
+    pricing: Pricing = Pricing()
     index: int = 0
+    #: ``model.model_alias``: the request ``model`` that picks this target.
+    alias: str | None = None
+    #: ``model.options`` temperature, top_p, top_k: they replace the client's (Kong's merge_config_defaults).
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    #: ``model.options.anthropic_version``, for Claude on Vertex.
+    anthropic_version: str | None = None
+
+    @property
+    def publisher(self) -> str:
+        """Vertex's publisher of the model: ``anthropic`` for ``claude-*`` (as Kong's driver decides)."""
+        return "anthropic" if self.api == "vertex" and self.model.startswith("claude-") else "google"
 
     @property
     def profile(self) -> ModelProfile:
         return ModelProfile(name=self.model, api=self.api, max_tokens=self.max_tokens)
 
+    def options_over(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The client's body with the target's sampling options in place of the client's."""
+        body = dict(body)
+        for key in ("temperature", "top_p", "top_k"):
+            value = getattr(self, key)
+            if value is not None:
+                body[key] = value
+        return body
+
     def upstream_uri(self, action: str) -> str:
         """Path and query of an upstream call, as logged (never with an API key)."""
+        if self.publisher == "anthropic":
+            base = self.base_path
+            if action == "count":  # Vertex counts Claude tokens at one model-less endpoint
+                base = base.rsplit("/", 1)[0] + "/count-tokens"
+            return f"{base}:{_RAW_ACTIONS[action]}"
         uri = f"{self.base_path}:{_ACTIONS[action]}"
         if action == "stream":
             uri += "?alt=sse"
@@ -79,7 +114,7 @@ class Target:
         default_port = 443 if self.scheme == "https" else 80
         netloc = self.host if self.port == default_port else f"{self.host}:{self.port}"
         uri = self.upstream_uri(action)
-        if self.auth.kind == "api_key" and self.auth.param_name and self.auth.param_location != "body":
+        if self.auth.kind == "api_key" and self.auth.param_name and self.auth.param_location == "query":
             uri += ("&" if "?" in uri else "?") + urlencode({self.auth.param_name: self.auth.secret})
         return f"{self.scheme}://{netloc}{uri}"
 
@@ -95,7 +130,7 @@ def target_from_config(config: Mapping[str, Any], index: int) -> Target:
     provider = model.get("provider")
     if provider != "gemini":
         raise TargetError(
-            f"targets[{index}].model.provider: {provider!r} is not supported yet (only 'gemini')"
+            f"targets[{index}].model.provider: {provider!r} is not served by gatewayd (only 'gemini')"
         )
     name = model.get("name")
     if not name:
@@ -114,7 +149,8 @@ def target_from_config(config: Mapping[str, Any], index: int) -> Target:
         base_path = (
             f"/v1/projects/{quote(gemini['project_id'], safe='')}"
             f"/locations/{quote(gemini['location_id'], safe='')}"
-            f"/publishers/google/models/{quote(name, safe='.-_')}"
+            f"/publishers/{'anthropic' if name.startswith('claude-') else 'google'}"
+            f"/models/{quote(name, safe='.-_@')}"
         )
     else:
         api = "gemini"
@@ -125,6 +161,11 @@ def target_from_config(config: Mapping[str, Any], index: int) -> Target:
                 f"targets[{index}].auth: the Gemini API needs an API key "
                 "(header_name/header_value or param_name/param_value)"
             )
+    if name.startswith("claude-") and api != "vertex":
+        raise TargetError(
+            f"targets[{index}].model.name: {name!r} is a Claude model, served by Vertex AI only "
+            "(set model.options.gemini's api_endpoint, project_id and location_id)"
+        )
     if upstream_url:
         scheme, host, port = _endpoint(upstream_url)
         base_path = _upstream_base_path(urlsplit(upstream_url).path, base_path)
@@ -141,9 +182,13 @@ def target_from_config(config: Mapping[str, Any], index: int) -> Target:
         max_tokens=options.get("max_tokens"),
         log_statistics=bool(logging.get("log_statistics")),
         log_payloads=bool(logging.get("log_payloads")),
-        input_cost=options.get("input_cost"),
-        output_cost=options.get("output_cost"),
+        pricing=Pricing.from_options(options),
         index=index,
+        alias=model.get("model_alias"),
+        temperature=options.get("temperature"),
+        top_p=options.get("top_p"),
+        top_k=options.get("top_k"),
+        anthropic_version=options.get("anthropic_version"),
     )
 
 
@@ -177,6 +222,7 @@ def _auth(auth: Mapping[str, Any], index: int) -> Auth:
             param_name=auth["param_name"],
             param_location=auth.get("param_location") or "query",
         )
+    token_url = auth.get("gcp_oauth_token_url")
     key_json = auth.get("gcp_service_account_json")
     if auth.get("gcp_use_service_account") or key_json:
         if key_json and not key_json.lstrip().startswith("{"):
@@ -184,7 +230,7 @@ def _auth(auth: Mapping[str, Any], index: int) -> Auth:
             # plain API key there gets what they meant: an API-key call.
             return Auth("api_key", key_json.strip(), header_name="x-goog-api-key")
         if key_json:
-            return Auth("service_account", key_json)
+            return Auth("service_account", key_json, token_url=token_url)
         return Auth("adc")
     raise TargetError(
         f"targets[{index}].auth: set gcp_use_service_account (with gcp_service_account_json, "

@@ -62,6 +62,14 @@ class GroundedTranslator:
         return usage
 
     @property
+    def usage_metadata(self) -> dict:
+        return self._inner.usage_metadata
+
+    @property
+    def response_model(self) -> str | None:
+        return self._inner.response_model
+
+    @property
     def complete(self) -> bool:
         return self._inner.complete
 

@@ -38,8 +38,11 @@ def new_tool_id() -> str:
 
 
 def usage_from_gemini(usage_metadata: dict) -> dict:
-    """Gemini usageMetadata -> Anthropic usage; cached prompt tokens are cache reads."""
-    prompt = usage_metadata.get("promptTokenCount") or 0
+    """Gemini usageMetadata -> Anthropic usage; cached prompt tokens are cache reads, the
+    tool-use prompt (grounding) is input, thoughts are output (both billed so by Google)."""
+    prompt = (usage_metadata.get("promptTokenCount") or 0) + (
+        usage_metadata.get("toolUsePromptTokenCount") or 0
+    )
     cached = usage_metadata.get("cachedContentTokenCount") or 0
     output = (usage_metadata.get("candidatesTokenCount") or 0) + (
         usage_metadata.get("thoughtsTokenCount") or 0
@@ -158,6 +161,7 @@ class StreamTranslator:
         self._trailing: tuple[TextDigest, str] | None = None  # (text, signature) of a closed text block
         self._tail = ""  # text held back while looking for stop sequences
         self._usage_metadata: dict = {}
+        self.response_model: str | None = None  # the modelVersion Gemini reports
         self._finish_reason: str | None = None
         self._finish_message: str | None = None
         self._block_reason: str | None = None
@@ -169,6 +173,11 @@ class StreamTranslator:
     @property
     def usage(self) -> dict:
         return usage_from_gemini(self._usage_metadata)
+
+    @property
+    def usage_metadata(self) -> dict:
+        """Gemini's latest ``usageMetadata`` (a running total: each chunk's replaces the last)."""
+        return self._usage_metadata
 
     @property
     def complete(self) -> bool:
@@ -195,6 +204,8 @@ class StreamTranslator:
 
     def feed(self, chunk: dict) -> list[Event]:
         events = [] if self._started else self._start_after(chunk)
+        if isinstance(chunk.get("modelVersion"), str):
+            self.response_model = chunk["modelVersion"]
         usage = chunk.get("usageMetadata")
         if isinstance(usage, dict):
             self._usage_metadata = usage

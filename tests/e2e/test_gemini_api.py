@@ -174,5 +174,9 @@ def test_answers_end_to_end(client, stream):
     assert cut.stop_reason == "max_tokens" and not [b for b in cut.content if b.type == "tool_use"]
     for reason in ("SAFETY", "RECITATION"):
         assert ask(f"[[finish {reason}]] hi").stop_reason == "refusal"
-    blocked = ask("[[block PROHIBITED_CONTENT]]")
-    assert blocked.stop_reason == "refusal" and blocked.content == []
+    if stream:  # the stream has begun when the block is seen: a refusal ends it
+        blocked = ask("[[block PROHIBITED_CONTENT]]")
+        assert blocked.stop_reason == "refusal" and blocked.content == []
+    else:  # as Kong answers a blocked prompt: a 400 naming the reason
+        with pytest.raises(anthropic.BadRequestError, match="PROHIBITED_CONTENT"):
+            ask("[[block PROHIBITED_CONTENT]]")

@@ -66,7 +66,7 @@ def test_create_answers_the_seed_question(client, seed_daemon, fake):
         "ip": "127.0.0.1",
     }
     meta = proxy["meta"]
-    assert meta["request_model"] == meta["response_model"] == "gemini-2.0-flash"
+    assert (meta["request_model"], meta["response_model"]) == ("claude-of-the-client", "gemini-2.0-flash")
     assert meta["request_mode"] == "oneshot" and meta["provider_name"] == "gemini"
     assert isinstance(meta["llm_latency"], int) and meta["plugin_id"]
     usage = proxy["usage"]

@@ -125,7 +125,7 @@ def test_a_changed_model_serves_after_sighup_while_a_stream_started_before_compl
     assert [e.type for e in stream.seen if e.type in ("message_stop", "error")] == ["message_stop"]
 
     records = wait_for(lambda: len(r := read_records(daemon.file_log)) >= 2 and r, what="two records")
-    models = {r["ai"]["proxy"]["meta"]["request_mode"]: r["ai"]["proxy"]["meta"]["request_model"] for r in records}
+    models = {r["ai"]["proxy"]["meta"]["request_mode"]: r["ai"]["proxy"]["meta"]["response_model"] for r in records}
     assert models == {"stream": "gemini-2.0-flash", "oneshot": "gemini-2.5-flash"}
 
 

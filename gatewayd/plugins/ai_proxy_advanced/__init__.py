@@ -12,12 +12,13 @@ from __future__ import annotations
 from twisted.logger import Logger
 
 from gatewayd.config import Plugin
-from gatewayd.plugins import CompileContext, ConfigurationError, KongPlugin
+from gatewayd.plugins import CompileContext, ConfigurationError, KongPlugin, refuse
 from gatewayd.providers.auth import CredentialsError, TokenSource
 from gatewayd.providers.gemini import Target, target_from_config
 from gatewayd.translate import SignatureMemory
 
 from .balancer import Balancer, BalancerConfig, Candidate, UnsupportedBalancer
+from .checks import Refusal, check
 from .handler import MAX_BODY, AIProxy
 from .resources import AIRoute
 from .schema import AI_PROXY_ADVANCED
@@ -29,11 +30,10 @@ def compile(plugin: Plugin, context: CompileContext) -> AIRoute:
     """The route's answerer: its targets, their credentials and a balancer that remembers
     their health across reloads while they stay the same."""
     where = f"{plugin.source}: plugins ({plugin.name}): config"
-    if plugin.config.get("llm_format") != "anthropic":
-        raise ConfigurationError(
-            f"{where}.llm_format: {plugin.config.get('llm_format')!r} is not served yet; gatewayd "
-            "speaks the Anthropic Messages API (llm_format: anthropic)"
-        )
+    try:
+        check(plugin.config)
+    except Refusal as refusal:
+        raise refuse(plugin, refusal.field, refusal.message) from None
     targets = []
     for index, target_config in enumerate(plugin.config["targets"]):
         try:
@@ -55,7 +55,7 @@ def compile(plugin: Plugin, context: CompileContext) -> AIRoute:
     except UnsupportedBalancer as error:
         raise ConfigurationError(f"{where}.{error}") from None
     candidates = tuple(
-        Candidate(target.model, target_config.get("weight") or 100)
+        Candidate(target.model, target_config.get("weight") or 100, target.alias)
         for target, target_config in zip(targets, plugin.config["targets"])
     )
     balancer = context.keep(
@@ -76,6 +76,8 @@ def compile(plugin: Plugin, context: CompileContext) -> AIRoute:
         signatures=context.keep(("ai-proxy-advanced.signatures",), SignatureMemory),
         balancer=balancer,
         max_body=plugin.config.get("max_request_body_size") or MAX_BODY,
+        response_streaming=plugin.config["response_streaming"],
+        model_name_header=plugin.config["model_name_header"],
     )
     return AIRoute.serving(proxy)
 
@@ -93,5 +95,5 @@ def _never() -> TokenSource:
 
 
 plugin = KongPlugin(
-    "ai-proxy-advanced", priority=770, version="3.13.0", schema=AI_PROXY_ADVANCED, compile=compile
+    "ai-proxy-advanced", priority=770, version="3.15.0", schema=AI_PROXY_ADVANCED, compile=compile
 )

@@ -18,8 +18,13 @@ with ``task.Clock``.  Semantics follow Kong's documentation of the block:
   target, and when that target fails the session moves to the same second
   choice every time.  Without the header it is round-robin.
 
-Targets whose model name equals the request's ``model`` are preferred; the
-others follow them.  A request never tries the same target twice, and makes at
+``model_alias`` (Kong 3.15): targets whose alias is the request's ``model``
+serve it, balanced among themselves; with no such alias, the targets whose
+model name equals it are preferred; else the whole balancer chooses.  The
+others follow as failover.  Beyond Kong, an alias also takes the dated names
+of a model (``claude-haiku-4-5`` takes ``claude-haiku-4-5-20251001`` and
+``claude-haiku-4-5@20251001``) and may hold ``*`` wildcards
+(``claude-haiku-*``), where no exact alias matched.  A request never tries the same target twice, and makes at
 most ``retries + 1`` attempts.  Passive health: ``max_fails`` failures (as
 ``failover_criteria`` defines them) within ``fail_timeout`` take a target out
 for ``fail_timeout``; then it comes back by itself.  ``max_fails: 0`` (Kong's
@@ -28,8 +33,10 @@ default) turns this off.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import math
+import re
 from typing import Any, Iterator, Mapping, Sequence
 
 from attrs import define, field, frozen
@@ -127,10 +134,22 @@ class _Health:
 
 @frozen
 class Candidate:
-    """What the balancer needs of a target: its model name and weight."""
+    """What the balancer needs of a target: its model name, weight and ``model_alias``."""
 
     model: str
     weight: int = 100
+    alias: str | None = None
+
+
+_DATED = re.compile(r"(.+)[-@]\d{8}\Z")
+
+
+def alias_matches(alias: str, model: str) -> bool:
+    """gatewayd's looser alias match: a dated name of the alias, or a ``*`` wildcard."""
+    if "*" in alias:
+        return fnmatch.fnmatchcase(model, alias)
+    dated = _DATED.match(model)
+    return dated is not None and dated.group(1) == alias
 
 
 @define
@@ -206,12 +225,26 @@ class Balancer:
         health = self._health[index]
         health.in_flight = max(0, health.in_flight - 1)
 
+    def _wanted(self, model: str | None, eligible: list[int]) -> list[int]:
+        """The eligible targets the request's ``model`` asks for (see the module's docstring)."""
+        if model is None:
+            return []
+        targets = self.targets
+        for matches in (
+            lambda t: t.alias == model,
+            lambda t: t.alias is not None and alias_matches(t.alias, model),
+            lambda t: t.model == model,
+        ):
+            wanted = [i for i in eligible if matches(targets[i])]
+            if wanted:
+                return wanted
+        return []
+
     def _choose(self, model: str | None, hash_key: str | None, tried: set[int]) -> int | None:
         eligible = [i for i in range(len(self.targets)) if i not in tried and self.available(i)]
         if not eligible:
             return None
-        preferred = [i for i in eligible if self.targets[i].model == model]
-        pool = preferred or eligible
+        pool = self._wanted(model, eligible) or eligible
         algorithm = self.config.algorithm
         if algorithm == "priority":
             top = max(self.targets[i].weight for i in pool)

@@ -30,7 +30,9 @@ from gatewayd.site import MAX_BODY, body_size, request_body
 from .balancer import Balancer, BalancerConfig
 from gatewayd.exchange import Exchange
 from gatewayd.providers.auth import CredentialsError, TokenSource
-from gatewayd.providers.gemini import Target
+from gatewayd.providers.gemini import VERTEX_ANTHROPIC_VERSION, Target
+from gatewayd.providers.usage import Tokens, kong_usage, tokens_from_anthropic, tokens_from_gemini
+from .claude import ClaudePassthrough
 from .stream import SSEBridge
 from gatewayd.upstream import UpstreamClient
 from gatewayd.translate import (
@@ -70,6 +72,10 @@ class AIProxy:
     signatures: SignatureMemory
     balancer: Balancer
     max_body: int = MAX_BODY
+    #: ``response_streaming``: allow, deny or always.
+    response_streaming: str = "allow"
+    #: ``model_name_header``: X-Kong-LLM-Model on every answer.
+    model_name_header: bool = True
 
     log = Logger()
 
@@ -79,18 +85,23 @@ class AIProxy:
 
     async def messages(self, request: Request, exchange: Exchange) -> None:
         body = _read_json(request, self.max_body)
+        if body.get("stream") is True or self.response_streaming == "always":
+            if self.response_streaming == "deny":
+                raise errors.invalid_request("response streaming is not enabled for this LLM")
+            body = {**body, "stream": True}
 
         async def attempt(index: int, target: Target) -> None:
+            if target.publisher == "anthropic":
+                await self._claude(request, exchange, index, target, body)
+                return
             try:
-                prepared = prepare(body, target.profile, self.signatures)
+                prepared = prepare(target.options_over(body), target.profile, self.signatures)
             except TranslationError as error:
                 raise errors.invalid_request(str(error)) from None
             if prepared.dropped_tools:
                 exchange.notes.append("tools left out: " + ", ".join(prepared.dropped_tools))
             action = "stream" if prepared.stream else "generate"
-            self._note_attempt(exchange, target, action, prepared)
-            if target.log_payloads:
-                exchange.ai_payload = {"request": request_body(request).decode("utf-8", "replace")}
+            self._note_attempt(exchange, target, action, body, prepared.stream)
             started = self.reactor.seconds()
             response = await self._call(request, exchange, target, action, prepared.body)
             if prepared.stream:
@@ -99,31 +110,75 @@ class AIProxy:
             raw = await self._read(request, response, exchange)
             self._check(response, raw)
             data = json.loads(raw)
+            _refuse_blocked_prompt(data)
             message = message_from_gemini(
                 data, prepared, message_id=message_id(), model=target.model, memory=self.signatures
             )
-            self._note_usage(exchange, target, message["usage"], data.get("modelVersion"), started)
+            self._note_usage(
+                exchange, target, tokens_from_gemini(data.get("usageMetadata") or {}),
+                data.get("modelVersion"), started,
+            )
             self._finished(index, exchange)
-            if exchange.ai_payload is not None:
-                exchange.ai_payload["response"] = json.dumps(message)
+            self._note_response(exchange, json.dumps(message))
+            self._model_header(request, target)
             respond_json(request, 200, message)
 
         await self._balance(request, exchange, body, attempt)
+
+    async def _claude(
+        self, request: Request, exchange: Exchange, index: int, target: Target, body: Mapping[str, Any]
+    ) -> None:
+        """A Claude model on Vertex: the Messages body passed through, as Kong's gemini driver
+        does (the target's options over the client's, Vertex's ``anthropic_version``, no ``model``)."""
+        upstream = target.options_over(body)
+        ceiling = target.max_tokens
+        if ceiling is not None and isinstance(upstream.get("max_tokens"), int):
+            upstream["max_tokens"] = min(upstream["max_tokens"], ceiling)
+        upstream["anthropic_version"] = (
+            target.anthropic_version or body.get("anthropic_version") or VERTEX_ANTHROPIC_VERSION
+        )
+        upstream.pop("model", None)
+        stream = upstream.get("stream") is True
+        action = "stream" if stream else "generate"
+        self._note_attempt(exchange, target, action, body, stream)
+        started = self.reactor.seconds()
+        response = await self._call(request, exchange, target, action, upstream)
+        if stream:
+            await self._stream(request, exchange, index, target, None, response, started)
+            return
+        raw = await self._read(request, response, exchange)
+        self._check(response, raw)
+        message = json.loads(raw)
+        self._note_usage(
+            exchange, target, tokens_from_anthropic(message.get("usage") or {}), message.get("model"), started
+        )
+        self._finished(index, exchange)
+        self._note_response(exchange, raw.decode("utf-8", "replace"))
+        self._model_header(request, target)
+        respond_json(request, 200, message)
 
     async def count_tokens(self, request: Request, exchange: Exchange) -> None:
         body = _read_json(request, self.max_body)
 
         async def attempt(index: int, target: Target) -> None:
-            try:
-                gemini_body = count_tokens_body(body, target.profile)
-            except TranslationError as error:
-                raise errors.invalid_request(str(error)) from None
-            self._note_attempt(exchange, target, "count", None)
-            response = await self._call(request, exchange, target, "count", gemini_body)
+            if target.publisher == "anthropic":
+                # Vertex's count-tokens endpoint takes the model in the body.
+                upstream: dict[str, Any] = {**body, "model": target.model}
+            else:
+                try:
+                    upstream = count_tokens_body(body, target.profile)
+                except TranslationError as error:
+                    raise errors.invalid_request(str(error)) from None
+            self._note_attempt(exchange, target, "count", body, False)
+            response = await self._call(request, exchange, target, "count", upstream)
             raw = await self._read(request, response, exchange)
             self._check(response, raw)
             self.balancer.finished(index)
-            respond_json(request, 200, count_tokens_from_gemini(json.loads(raw)))
+            self._model_header(request, target)
+            if target.publisher == "anthropic":
+                respond_json(request, 200, {"input_tokens": int(json.loads(raw).get("input_tokens") or 0)})
+            else:
+                respond_json(request, 200, count_tokens_from_gemini(json.loads(raw)))
 
         await self._balance(request, exchange, body, attempt)
 
@@ -182,6 +237,10 @@ class AIProxy:
     ) -> IResponse:
         headers = {"Content-Type": "application/json", "User-Agent": "gatewayd/0.1"}
         headers.update(await self._credentials(target))
+        auth = target.auth
+        if auth.kind == "api_key" and auth.param_name and auth.param_location == "body":
+            # Kong's pre_request: the parameter goes into the JSON body sent upstream.
+            body = {**body, auth.param_name: auth.secret}
         if exchange.client_gone:
             raise ClientGone()
         if exchange.proxy_started is None:
@@ -267,7 +326,7 @@ class AIProxy:
         exchange: Exchange,
         index: int,
         target: Target,
-        prepared: Prepared,
+        prepared: Prepared | None,
         response: IResponse,
         started: float,
     ) -> None:
@@ -276,9 +335,13 @@ class AIProxy:
         if exchange.client_gone:
             _stop_reading(response)
             raise ClientGone()
-        translator = translator_for(
-            prepared, message_id=message_id(), model=target.model, memory=self.signatures
-        )
+        translator: Any
+        if prepared is None:
+            translator = ClaudePassthrough()
+        else:
+            translator = translator_for(
+                prepared, message_id=message_id(), model=target.model, memory=self.signatures
+            )
         first_chunk: list[float] = []
         bridge = SSEBridge(
             request,
@@ -286,22 +349,29 @@ class AIProxy:
             self.reactor,
             lambda: first_chunk.append(self.reactor.seconds()),
             read_timeout=self.settings.read_timeout,
+            keep_text=exchange.ai_payload is not None,
         )
         request.setResponseCode(200)
         request.setHeader("content-type", "text/event-stream; charset=utf-8")
         request.setHeader("cache-control", "no-cache")
+        self._model_header(request, target)
         request.notifyFinish().addErrback(lambda _: bridge.client_gone())
         response.deliverBody(bridge)
         await bridge.done
         exchange.proxy_finished = self.reactor.seconds()
+        if prepared is None:
+            tokens = tokens_from_anthropic(translator.usage)
+        else:
+            tokens = tokens_from_gemini(translator.usage_metadata)
         self._note_usage(
             exchange,
             target,
-            translator.usage,
-            None,
+            tokens,
+            translator.response_model,
             started,
             first_token=first_chunk[0] if first_chunk else None,
         )
+        self._note_response(exchange, bridge.sent_text())
         if bridge.error is not None:
             outcome = "timeout" if bridge.error.status == 504 else "error"
             exchange.tried_targets[-1].update(outcome=outcome, error=bridge.error.message)
@@ -315,7 +385,7 @@ class AIProxy:
             self._finished(index, exchange)
 
     def _note_attempt(
-        self, exchange: Exchange, target: Target, action: str, prepared: Prepared | None
+        self, exchange: Exchange, target: Target, action: str, body: Mapping[str, Any], stream: bool
     ) -> None:
         exchange.upstream_uri = target.upstream_uri(action)
         exchange.ai_log_statistics = target.log_statistics
@@ -331,20 +401,34 @@ class AIProxy:
                 "ip": None,
             }
         )
+        requested = body.get("model")
         exchange.ai_meta = {
-            "request_model": target.model,
-            "request_mode": "stream" if prepared is not None and prepared.stream else "oneshot",
+            "request_model": requested if isinstance(requested, str) else target.model,
+            "request_mode": "stream" if stream else "oneshot",
             "response_model": target.model,
             "provider_name": "gemini",
             "llm_latency": None,
             "plugin_id": self.plugin_id,
         }
+        # Kong serializes payloads only where statistics are logged too (serialize-analytics).
+        exchange.ai_payload = None
+        if target.log_payloads and target.log_statistics:
+            exchange.ai_payload = {"request": json.dumps(body, ensure_ascii=False)}
+
+    def _note_response(self, exchange: Exchange, text: str) -> None:
+        if exchange.ai_payload is not None:
+            exchange.ai_payload["response"] = text
+
+    def _model_header(self, request: Request, target: Target) -> None:
+        """Kong's ``X-Kong-LLM-Model: <provider>/<model>`` (``model_name_header``)."""
+        if self.model_name_header:
+            request.setHeader("X-Kong-LLM-Model", f"gemini/{target.model}")
 
     def _note_usage(
         self,
         exchange: Exchange,
         target: Target,
-        usage: Mapping[str, Any],
+        tokens: Tokens,
         response_model: str | None,
         started: float,
         first_token: float | None = None,
@@ -355,30 +439,19 @@ class AIProxy:
         exchange.ai_meta["llm_latency"] = latency
         if response_model:
             exchange.ai_meta["response_model"] = response_model
-        prompt = (
-            usage.get("input_tokens", 0)
-            + usage.get("cache_read_input_tokens", 0)
-            + usage.get("cache_creation_input_tokens", 0)
-        )
-        completion = usage.get("output_tokens", 0)
         ttft = latency if first_token is None else round((first_token - started) * 1000)
-        cost = 0
-        if target.input_cost is not None or target.output_cost is not None:
-            cost = (prompt * (target.input_cost or 0) + completion * (target.output_cost or 0)) / 1e6
-        exchange.ai_usage = {
-            "completion_tokens": completion,
-            "completion_tokens_details": {},
-            "total_tokens": prompt + completion,
-            "cost": cost,
-            "time_per_token": latency / completion if completion else 0,
-            "time_to_first_token": ttft,
-            "prompt_tokens": prompt,
-            "prompt_tokens_details": (
-                {"cached_tokens": usage["cache_read_input_tokens"]}
-                if usage.get("cache_read_input_tokens")
-                else {}
-            ),
-        }
+        exchange.ai_usage = kong_usage(tokens, target.pricing, latency_ms=latency, first_token_ms=ttft)
+
+
+def _refuse_blocked_prompt(data: Mapping[str, Any]) -> None:
+    """A prompt Gemini (or Model Armor) blocked, answered as Kong answers it: a 400 with
+    ``blockReasonMessage`` and ``blockReason``."""
+    feedback = data.get("promptFeedback")
+    if data.get("candidates") or not isinstance(feedback, dict) or not feedback.get("blockReason"):
+        return
+    reason = feedback["blockReason"]
+    message = feedback.get("blockReasonMessage") or "the prompt was blocked"
+    raise errors.invalid_request(f"{message} (blockReason: {reason})")
 
 
 @frozen

@@ -1,4 +1,7 @@
-"""ai-proxy-advanced's config schema: Kong 3.13, AiProxyAdvanced.json."""
+"""ai-proxy-advanced's config schema: Kong 3.15, AiProxyAdvanced.json.
+
+Kong's entity checks, and the fields gatewayd refuses, are in ``checks.py``.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +32,8 @@ _AUTH = record({
     "azure_client_secret": secret_string(),
     "azure_tenant_id": ref_string(),
     "azure_use_managed_identity": boolean(default=False),
+    "gcp_metadata_url": ref_string(),
+    "gcp_oauth_token_url": ref_string(),
     "gcp_service_account_json": secret_string(),
     "gcp_use_service_account": boolean(default=False),
     "header_name": ref_string(),
@@ -43,6 +48,8 @@ _BEDROCK = record({
     "aws_region": string(),
     "aws_role_session_name": string(),
     "aws_sts_endpoint_url": string(),
+    "batch_bucket_prefix": string(),
+    "batch_role_arn": string(),
     "embeddings_normalize": boolean(default=False),
     "performance_config_latency": string(),
     "video_output_s3_uri": string(),
@@ -59,13 +66,27 @@ _MODEL_OPTIONS = record({
     "azure_deployment_id": string(),
     "azure_instance": string(),
     "bedrock": _BEDROCK,
+    "cache_read_cost": number(),
+    "cache_write_cost": number(),
+    "cache_write_cost_list": array(record({
+        "cost": number(required=True),
+        "ttl": string(required=True),
+    })),
     "cohere": record({
         "embedding_input_type": string(default="classification", one_of=(
             "classification", "clustering", "image", "search_document", "search_query")),
         "wait_for_model": boolean(),
     }, nullable=True),
+    "context_window_factor": array(record({
+        "above": string(required=True),
+        "input_factor": number(required=True),
+        "output_factor": number(required=True),
+    })),
     "dashscope": record({
         "international": boolean(default=True),
+    }, nullable=True),
+    "databricks": record({
+        "workspace_instance_id": string(),
     }, nullable=True),
     "embeddings_dimensions": integer(),
     "gemini": record({
@@ -80,6 +101,10 @@ _MODEL_OPTIONS = record({
     "max_tokens": integer(),
     "mistral_format": string(one_of=("ollama", "openai")),
     "output_cost": number(),
+    "service_tier_factor": array(record({
+        "factor": number(required=True),
+        "tier": string(required=True),
+    })),
     "temperature": number(between=(0, 5)),
     "top_k": integer(between=(0, 500)),
     "top_p": number(between=(0, 1)),
@@ -96,11 +121,13 @@ _TARGET = record({
     }),
     "metadata": anything(nullable=True),
     "model": record({
+        "model_alias": string(),
         "name": string(),
         "options": _MODEL_OPTIONS,
         "provider": string(required=True, one_of=(
-            "anthropic", "azure", "bedrock", "cerebras", "cohere", "dashscope", "gemini",
-            "huggingface", "llama2", "mistral", "openai", "xai")),
+            "anthropic", "azure", "bedrock", "cerebras", "cohere", "dashscope", "databricks",
+            "deepseek", "gemini", "huggingface", "llama2", "mistral", "ollama", "openai", "vllm",
+            "xai")),
     }, required=True),
     "route_type": string(required=True, one_of=(
         "audio/v1/audio/speech", "audio/v1/audio/transcriptions", "audio/v1/audio/translations",
@@ -154,7 +181,7 @@ _EMBEDDINGS = record({
             "upstream_url": string(),
         }),
         "provider": string(required=True, one_of=(
-            "azure", "bedrock", "gemini", "huggingface", "mistral", "openai")),
+            "azure", "bedrock", "gemini", "huggingface", "mistral", "ollama", "openai")),
     }, required=True),
 }, nullable=True)
 
@@ -170,7 +197,7 @@ _VECTORDB = record({
         "ssl_cert": string(),
         "ssl_cert_key": string(),
         "ssl_required": boolean(default=False),
-        "ssl_verify": boolean(default=False),
+        "ssl_verify": boolean(default=True),
         "ssl_version": string(default="tlsv1_2", one_of=("any", "tlsv1_2", "tlsv1_3")),
         "timeout": number(default=5000),
         "user": ref_string(default="postgres"),
@@ -180,7 +207,20 @@ _VECTORDB = record({
     "threshold": number(),
 }, nullable=True)
 
+_ACL_RULES = array(record({
+    "match": array(record({
+        "key": string(),
+        "type": string(required=True, one_of=(
+            "consumer", "consumer_group", "header", "ip", "model", "path", "provider")),
+        "values": array(string(), required=True, len_min=1),
+    }), required=True, len_min=1),
+}), len_min=1)
+
 AI_PROXY_ADVANCED_CONFIG = record({
+    "acls": record({
+        "allow": _ACL_RULES,
+        "deny": _ACL_RULES,
+    }),
     "balancer": _BALANCER,
     "embeddings": _EMBEDDINGS,
     "genai_category": string(default="text/generation", one_of=(

@@ -30,7 +30,7 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from gatewayd import errors
-from gatewayd.translate import GeminiSSEDecoder, StreamTranslator, encode_event
+from gatewayd.translate import GeminiSSEDecoder, encode_event
 
 
 @implementer(IPushProducer)
@@ -51,10 +51,11 @@ class SSEBridge(Protocol):
     def __init__(
         self,
         request: Request,
-        translator: StreamTranslator,
+        translator: Any,
         reactor: IReactorTime,
         on_first_chunk: Callable[[], None] = lambda: None,
         read_timeout: float | None = None,
+        keep_text: bool = False,
     ) -> None:
         self.request = request
         self.translator = translator
@@ -75,6 +76,12 @@ class SSEBridge(Protocol):
         self._queued = 0  # bytes in _pending
         self._client_paused = False
         self._upstream_paused = False
+        # What the client was sent, kept only for ``log_payloads``.
+        self._kept: list[bytes] | None = [] if keep_text else None
+
+    def sent_text(self) -> str:
+        """The stream as the client got it, when ``keep_text`` asked for it."""
+        return b"".join(self._kept or ()).decode("utf-8", "replace")
 
     @property
     def client_left(self) -> bool:
@@ -245,7 +252,10 @@ class SSEBridge(Protocol):
 
     def _send(self, events: list[tuple[str, dict[str, Any]]]) -> None:
         if events and not self._client_gone:
-            self.request.write(b"".join(encode_event(name, data) for name, data in events))
+            data = b"".join(encode_event(name, data) for name, data in events)
+            if self._kept is not None:
+                self._kept.append(data)
+            self.request.write(data)
 
 
 def _status(chunk: dict[str, Any]) -> int:
