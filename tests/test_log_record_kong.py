@@ -174,3 +174,19 @@ def test_a_consumer_without_username_is_named_by_custom_id(keyed):
     assert client.response()[0] == 200
     (record,) = keyed.records()
     assert record["consumer"]["custom_id"] == "B-2" and "username" not in record["consumer"]
+
+
+def test_a_streamed_answer_counts_its_chunk_framing(gateway):
+    """$bytes_sent of a chunked stream: every chunk's size line and CRLFs, and the last chunk."""
+    client = gateway.client()
+    client.post(ask("hi", stream=True))
+    upstream = gateway.upstream.accept()
+    upstream.start_stream()
+    for text in ("one ", "two"):
+        upstream.chunk(answer(text, finish=None))
+    upstream.chunk(answer("", finish="STOP"))
+    upstream.end_stream()
+    gateway.settle()
+    assert b"transfer-encoding: chunked" in client.transport.value().lower()
+    (record,) = gateway.records()
+    assert record["response"]["size"] == len(client.transport.value())
