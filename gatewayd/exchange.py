@@ -10,14 +10,16 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
+from urllib.parse import unquote_plus
 from typing import Any
 
 from attrs import define, field
 from twisted.internet.defer import Deferred
+from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
 from gatewayd.config import Consumer, KeyCredential
-from gatewayd.plugins.file_log import REDACTED, redact_headers
+from gatewayd.plugins.file_log import REDACTED, SECRET_HEADERS
 
 # Fixed namespace, so entity ids are stable across restarts and machines.
 ENTITY_NAMESPACE = uuid.UUID("5f1e3d2c-7b4a-4e8f-9a61-0c2d9e8b7a10")
@@ -25,6 +27,11 @@ ENTITY_NAMESPACE = uuid.UUID("5f1e3d2c-7b4a-4e8f-9a61-0c2d9e8b7a10")
 
 def entity_id(kind: str, name: str) -> str:
     return str(uuid.uuid5(ENTITY_NAMESPACE, f"{kind}:{name}"))
+
+
+#: dbless Kong's one workspace, as its record names it (``workspace`` id and ``workspace_name``).
+WORKSPACE_NAME = "default"
+WORKSPACE_ID = entity_id("workspace", WORKSPACE_NAME)
 
 
 @define
@@ -71,57 +78,45 @@ class Exchange:
     match: Any = None
 
     def record(self, request: Request, finished: float) -> dict[str, Any]:
-        """Kong's log record for ``request``, answered by ``finished``."""
-        total_ms = round((finished - self.started) * 1000)
-        proxy_ms = 0
-        kong_ms = None
-        if self.proxy_started is not None and self.proxy_first_byte is not None:
-            # Kong's split: kong until the request left, proxy until the upstream's head came back.
-            proxy_ms = round((self.proxy_first_byte - self.proxy_started) * 1000)
-            kong_ms = round((self.proxy_started - self.started) * 1000)
-        elif self.proxy_started is not None:
-            proxy_ms = round(((self.proxy_finished or finished) - self.proxy_started) * 1000)
-        request_headers = redact_headers(
-            {k.decode("latin-1").lower(): v[-1].decode("latin-1") for k, v in request.requestHeaders.getAllRawHeaders()},
-            self.hidden_headers,
-        )
-        response_headers = {
-            k.decode("latin-1").lower(): v[-1].decode("latin-1")
-            for k, v in request.responseHeaders.getAllRawHeaders()
-        }
-        host = request.getHost()
+        """Kong's log record for ``request``, answered by ``finished`` (``kong.log.serialize``)."""
+        total_ms = _ms(finished - self.started)
+        request_headers = _headers(request.requestHeaders, self.hidden_headers)
+        response_headers = _headers(request.responseHeaders, frozenset())
         uri = _redact_uri(request.uri.decode("latin-1"), self.hidden_query)
         scheme = "https" if request.isSecure() else "http"
+        host = request.getRequestHostname().decode("latin-1").lower()
+        kong_request: dict[str, Any] = {
+            "id": self.request_id,
+            "uri": uri,
+            # var.scheme://var.host:server_port..request_uri
+            "url": f"{scheme}://{host}:{request.getHost().port}{uri}",
+            "querystring": _querystring(request, self.hidden_query),
+            "method": request.method.decode("latin-1"),
+            "headers": request_headers,
+            "size": request_length(request, self.request_size),
+        }
+        tls = _tls(request)
+        if tls is not None:
+            kong_request["tls"] = tls
         record: dict[str, Any] = {
-            "request": {
-                "id": self.request_id,
-                "method": request.method.decode("latin-1"),
-                "uri": uri,
-                "url": f"{scheme}://{request_headers.get('host', f'{host.host}:{host.port}')}{uri}",
-                "size": self.request_size,
-                "querystring": _querystring(request, self.hidden_query),
-                "headers": request_headers,
-            },
+            "request": kong_request,
+            "upstream_uri": _redact_uri(self.upstream_uri, self.hidden_query) if self.upstream_uri else "",
+            "upstream_status": self._upstream_status(),
             "response": {
                 "status": request.code,
-                "size": request.sentLength,
                 "headers": response_headers,
+                "size": getattr(request, "bytes_sent", request.sentLength),
             },
-            "latencies": {
-                "request": total_ms,
-                "kong": max(0, total_ms - proxy_ms) if kong_ms is None else kong_ms,
-                "proxy": proxy_ms,
-            },
+            "latencies": self._latencies(finished, total_ms),
             "client_ip": _client_ip(request),
             "started_at": round(self.started_at * 1000),
             "source": "upstream" if self.proxy_started is not None else "kong",
+            "workspace": WORKSPACE_ID,
+            "workspace_name": WORKSPACE_NAME,
         }
-        if self.upstream_uri is not None:
-            record["upstream_uri"] = _redact_uri(self.upstream_uri, self.hidden_query)
-        if self.upstream_status is not None:
-            record["upstream_status"] = str(self.upstream_status)
-        if self.tries:
-            record["tries"] = self.tries
+        tries = self._tries()
+        if tries:
+            record["tries"] = tries
         if self.route is not None:
             record["route"] = self.route
         if self.service is not None:
@@ -129,10 +124,8 @@ class Exchange:
         if self.consumer is not None:
             record["consumer"] = consumer_entity(self.consumer)
         if self.credential is not None and self.consumer is not None:
-            record["authenticated_entity"] = {
-                "id": self.credential.id,
-                "consumer_id": {"id": self.consumer.id},
-            }
+            # Kong 3.13+: the credential's id and its consumer's id, side by side.
+            record["authenticated_entity"] = {"id": self.credential.id, "consumer_id": self.consumer.id}
         if self.ai_log_statistics or self.ai_payload:
             proxy: dict[str, Any] = {}
             if self.ai_log_statistics:
@@ -149,6 +142,102 @@ class Exchange:
             record["gatewayd"] = {"notes": list(self.notes)}
         return record
 
+    def _latencies(self, finished: float, total_ms: int) -> dict[str, int]:
+        """Kong's meanings: ``kong`` until the request left (or, when Kong answered itself,
+        until its answer), ``proxy`` waiting for the upstream's first byte (-1: nothing was
+        proxied), ``receive`` from that byte to the upstream's last, ``request`` in all."""
+        if self.proxy_started is None:
+            return {"kong": total_ms, "proxy": -1, "request": total_ms, "receive": 0}
+        first_byte = self.proxy_first_byte
+        if first_byte is None:
+            # An LLM route: gatewayd reads a oneshot answer whole before translating it, and
+            # a stream's first event is where its head counts (see the README).
+            first_token = (self.ai_usage or {}).get("time_to_first_token")
+            if first_token is not None and (self.ai_meta or {}).get("request_mode") == "stream":
+                first_byte = self.proxy_started + first_token / 1000
+            else:
+                first_byte = self.proxy_finished if self.proxy_finished is not None else finished
+        last_byte = self.proxy_finished if self.proxy_finished is not None else finished
+        return {
+            "kong": _ms(self.proxy_started - self.started),
+            "proxy": _ms(first_byte - self.proxy_started),
+            "request": total_ms,
+            "receive": max(0, _ms(last_byte - first_byte)),
+        }
+
+    def _tries(self) -> list[dict[str, Any]]:
+        """Kong's ``balancer_data.tries``: the plain proxy's, or one per target the AI
+        balancer tried (a failed one with ``state`` and the status nginx would log)."""
+        if self.tries:
+            return self.tries
+        tries = []
+        for target in self.tried_targets:
+            entry: dict[str, Any] = {"ip": target.get("ip") or target.get("host"), "port": target.get("port")}
+            if "outcome" in target:
+                entry.update(state="failed", code=_outcome_status(target["outcome"]))
+            tries.append(entry)
+        return tries
+
+    def _upstream_status(self) -> str:
+        """nginx's ``$upstream_status``: one status per try, comma-separated; "" when none."""
+        if self.tries:
+            statuses = [str(t["code"]) for t in self.tries[:-1] if t.get("code") is not None]
+            if self.upstream_status is not None:
+                statuses.append(str(self.upstream_status))
+            return ", ".join(statuses)
+        if self.tried_targets:
+            return ", ".join(
+                str(_outcome_status(t["outcome"])) if "outcome" in t else "200" for t in self.tried_targets
+            )
+        return "" if self.upstream_status is None else str(self.upstream_status)
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+def _outcome_status(outcome: str) -> int:
+    """The status nginx logs for a failed try: the upstream's own, 504 for a timeout, else 502."""
+    if outcome.startswith("http_") and outcome[5:].isdigit():
+        return int(outcome[5:])
+    return 504 if outcome == "timeout" else 502
+
+
+def request_length(request: Request, body: int) -> int:
+    """nginx's ``$request_length``: request line, header block and body, as the client sent them
+    (header lines counted as ``Name: value``)."""
+    size = len(request.method) + 1 + len(request.uri) + 1 + len(request.clientproto) + 2
+    for name, values in request.requestHeaders.getAllRawHeaders():
+        size += sum(len(name) + 2 + len(value) + 2 for value in values)
+    return size + 2 + body
+
+
+def _headers(headers: Headers, hidden: frozenset[str]) -> dict[str, Any]:
+    """Headers as ``ngx.req.get_headers`` gives them: lower-case names, a list for a repeated
+    one; credentials (and the names in ``hidden``) replaced by a marker."""
+    result: dict[str, Any] = {}
+    for raw_name, raw_values in headers.getAllRawHeaders():
+        name = raw_name.decode("latin-1").lower()
+        values = [v.decode("latin-1") for v in raw_values]
+        if name in SECRET_HEADERS or name in hidden:
+            values = [REDACTED] * len(values)
+        result[name] = values[0] if len(values) == 1 else values
+    return result
+
+
+def _tls(request: Request) -> dict[str, Any] | None:
+    """``request.tls`` on an https request: protocol, cipher and client verification, as nginx names them."""
+    if not request.isSecure():
+        return None
+    transport = getattr(request.channel, "transport", None)
+    handle = transport.getHandle() if transport is not None and hasattr(transport, "getHandle") else None
+    version = getattr(handle, "get_protocol_version_name", lambda: None)()
+    cipher = getattr(handle, "get_cipher_name", lambda: None)()
+    if version is None:
+        return None
+    peer = getattr(handle, "get_peer_certificate", lambda: None)()
+    return {"version": version, "cipher": cipher, "client_verify": "SUCCESS" if peer is not None else "NONE"}
+
 
 def consumer_entity(consumer: Consumer) -> dict[str, Any]:
     """A consumer as Kong's log serializer writes it (its entity, credentials left out)."""
@@ -157,7 +246,8 @@ def consumer_entity(consumer: Consumer) -> dict[str, Any]:
         entity["username"] = consumer.username
     if consumer.custom_id is not None:
         entity["custom_id"] = consumer.custom_id
-    entity["tags"] = list(consumer.tags) or None
+    if consumer.tags:
+        entity["tags"] = list(consumer.tags)
     return entity
 
 
@@ -173,12 +263,21 @@ def _redact_uri(uri: str, names: frozenset[str]) -> str:
 
 
 def _querystring(request: Request, hidden: frozenset[str]) -> dict[str, Any]:
+    """``kong.request.get_query()``: a bare name is true, ``name=`` an empty string, a
+    repeated name a list."""
     result: dict[str, Any] = {}
-    for key, values in (request.args or {}).items():
-        name = key.decode("latin-1")
-        decoded = [REDACTED if name in hidden else v.decode("latin-1") for v in values]
-        # Kong logs a bare flag as true and a repeated key as a list.
-        result[name] = True if decoded == [""] else decoded[0] if len(decoded) == 1 else decoded
+    query = request.uri.partition(b"?")[2].decode("latin-1")
+    for pair in query.split("&"):
+        if not pair:
+            continue
+        raw_name, equals, raw_value = pair.partition("=")
+        name = unquote_plus(raw_name)
+        value: Any = (REDACTED if name in hidden else unquote_plus(raw_value)) if equals else True
+        if name in result:
+            previous = result[name]
+            result[name] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            result[name] = value
     return result
 
 

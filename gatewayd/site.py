@@ -14,6 +14,7 @@ from typing import IO, Any
 
 from twisted.internet.interfaces import IDelayedCall, ISSLTransport
 from twisted.web.http import HTTPChannel
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import INonQueuedRequestFactory
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -131,6 +132,9 @@ class GatewayRequest(Request):
     #: Set by the pipeline when a collected plugin has a response filter (a
     #: :class:`gatewayd.pipeline.Filters`).
     filters: Any = None
+    #: Bytes of the response given to the connection: status line, headers, body and
+    #: chunk framing (nginx's ``$bytes_sent``, Kong's ``response.size``).
+    bytes_sent: int = 0
 
     def __init__(self, channel: HTTPChannel, queued: object = None) -> None:
         super().__init__(channel, parsePOSTFormSubmission=False)
@@ -148,7 +152,19 @@ class GatewayRequest(Request):
             if not self.startedWriting:
                 filters.before_headers(self)
             data = filters.body(self, data, False)
+        self._counted_write(data)
+
+    def _counted_write(self, data: bytes) -> None:
+        """``Request.write``, counting what it hands the connection as it frames it."""
+        heading = not self.startedWriting
+        before = self.sentLength
         super().write(data)
+        if heading and self.startedWriting:
+            self.bytes_sent += head_size(self.clientproto, self.code, self.code_message, self.responseHeaders)
+        body = self.sentLength - before
+        if body:
+            # toChunk: hex length, CRLF, the data, CRLF.
+            self.bytes_sent += body + (len(b"%x" % body) + 4 if self.chunked else 0)
 
     def finish(self) -> None:
         filters, self.filters = self.filters, None
@@ -157,8 +173,21 @@ class GatewayRequest(Request):
                 filters.before_headers(self)
             tail = filters.body(self, b"", True)
             if tail:
-                super().write(tail)
+                self._counted_write(tail)
+        if not self.finished and not self._disconnected:
+            if not self.startedWriting:
+                self._counted_write(b"")
+            if self.chunked:
+                self.bytes_sent += len(b"0\r\n\r\n")
         super().finish()
+
+
+def head_size(version: bytes, code: int, reason: bytes, headers: Headers) -> int:
+    """The length of a response's status line and header block, as ``HTTPChannel.writeHeaders`` writes them."""
+    size = len(version) + 1 + len(b"%d" % code) + 1 + len(reason) + 2
+    for name, values in headers.getAllRawHeaders():
+        size += sum(len(name) + 2 + len(value) + 2 for value in values)
+    return size + 2
 
 
 @provider(INonQueuedRequestFactory)

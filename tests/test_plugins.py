@@ -151,11 +151,12 @@ class ThirdPartyPluginTests(GatewayInMemory):
         self.assertNotIn("ai", record)  # ai-proxy-advanced never answered
 
     def test_key_auth_refuses_before_the_route_plugin_runs(self):
-        status, headers, _ = self.post(ask("hi"))
+        status, headers, text = self.post(ask("hi"))
         self.assertEqual(status, 401)
         (record,) = self.records()
         # Collected (Kong's delayed response): no access phase, but its filters and log run.
-        self.assertEqual(record["hello"], {"bytes": record["response"]["size"]})
+        self.assertEqual(record["hello"], {"bytes": len(text.encode())})
+        self.assertGreater(record["response"]["size"], len(text.encode()))  # status line and headers too
 
     def test_a_plugin_scoped_to_a_consumer_that_does_not_exist_is_refused(self):
         from gatewayd.config import ConfigError

@@ -26,10 +26,11 @@ def trickle(gateway: Gateway, client, data: bytes, every: float = 1.0) -> None:
 def test_a_body_trickled_past_the_deadline_is_a_408_with_its_record(gateway):
     client = gateway.client()
     body = json.dumps(ask("x" * 200)).encode()
-    client.send(
+    head = (
         b"POST /anything/v1/messages HTTP/1.1\r\nHost: gateway.test\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\nx-api-key: client-secret\r\n\r\n" % len(body)
     )
+    client.send(head)
     trickle(gateway, client, body[:29])
     assert client.transport.value() == b""
     gateway.reactor.advance(1.0)  # 30 s since the first byte
@@ -43,7 +44,10 @@ def test_a_body_trickled_past_the_deadline_is_a_408_with_its_record(gateway):
     assert gateway.upstream.attempts() == []
     (record,) = gateway.records()
     assert record["response"]["status"] == 408 and record["route"]["name"] == "claude"
-    assert record["request"]["size"] == 29
+    # nginx's $request_length: every byte read, request line and headers included.
+    assert record["request"]["size"] == len(head) + 29
+    # nginx's $bytes_sent: every byte of the answer, status line and headers included.
+    assert record["response"]["size"] == len(client.transport.value())
     assert record["request"]["headers"]["x-api-key"] == "REDACTED"
     assert gateway.gateway.in_flight == set()
 

@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from attrs import define, field
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CollectorRegistry, disable_created_metrics
+from prometheus_client.exposition import generate_latest
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
@@ -21,7 +22,10 @@ from twisted.internet.task import deferLater
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from prometheus_client import CollectorRegistry
+from gatewayd.plugins import prometheus
+
+# Kong's exporter has no ``_created`` series; gatewayd's own families follow it.
+disable_created_metrics()
 
 #: After the last request finished, a moment for its last bytes to leave the socket: the
 #: reactor's shutdown drops connections without flushing them.
@@ -88,6 +92,8 @@ def _json(request: Request, status: int, body: dict[str, Any]) -> bytes:
 
 
 class MetricsPage(Resource):
+    """Kong's families in Kong's text (the prometheus plugin's), then gatewayd's own."""
+
     isLeaf = True
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -95,8 +101,8 @@ class MetricsPage(Resource):
         self.registry = registry
 
     def render_GET(self, request: Request) -> bytes:
-        request.setHeader("content-type", CONTENT_TYPE_LATEST)
-        return generate_latest(self.registry)
+        request.setHeader("content-type", "text/plain; charset=UTF-8")  # as Kong's collect()
+        return prometheus.exposition(self.registry).encode("utf-8") + generate_latest(self.registry)
 
 
 class StatusPage(Resource):

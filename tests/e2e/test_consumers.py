@@ -112,10 +112,10 @@ def test_keys_budget_and_metrics(daemon):
         return sum(s.value for s in samples if s.name == name and labels.items() <= s.labels.items())
 
     for token_type in ("prompt_tokens", "completion_tokens", "total_tokens"):
-        assert total("ai_llm_tokens_total", token_type=token_type, consumer="alice") == sum(
+        assert total("kong_ai_llm_tokens_total", token_type=token_type, consumer="alice") == sum(
             r["ai"]["proxy"]["usage"][token_type] for r in served)
-    assert total("ai_llm_requests_total", request_mode="stream") == 1
-    assert total("ai_llm_cost_total") == sum(r["ai"]["proxy"]["usage"]["cost"] for r in served)
+    assert total("kong_ai_llm_requests_total", request_mode="stream") == 1
+    assert total("kong_ai_llm_cost_total") == sum(r["ai"]["proxy"]["usage"]["cost"] for r in served)
     assert total("kong_http_requests_total", code="429", consumer="alice") == 1
     assert total("kong_http_requests_total", code="401") == 2
 
