@@ -95,7 +95,7 @@ class Exchange:
             "headers": request_headers,
             "size": request_length(request, self.request_size),
         }
-        tls = _tls(request)
+        tls = getattr(request, "tls", None)
         if tls is not None:
             kong_request["tls"] = tls
         record: dict[str, Any] = {
@@ -223,20 +223,6 @@ def _headers(headers: Headers, hidden: frozenset[str]) -> dict[str, Any]:
             values = [REDACTED] * len(values)
         result[name] = values[0] if len(values) == 1 else values
     return result
-
-
-def _tls(request: Request) -> dict[str, Any] | None:
-    """``request.tls`` on an https request: protocol, cipher and client verification, as nginx names them."""
-    if not request.isSecure():
-        return None
-    transport = getattr(request.channel, "transport", None)
-    handle = transport.getHandle() if transport is not None and hasattr(transport, "getHandle") else None
-    version = getattr(handle, "get_protocol_version_name", lambda: None)()
-    cipher = getattr(handle, "get_cipher_name", lambda: None)()
-    if version is None:
-        return None
-    peer = getattr(handle, "get_peer_certificate", lambda: None)()
-    return {"version": version, "cipher": cipher, "client_verify": "SUCCESS" if peer is not None else "NONE"}
 
 
 def consumer_entity(consumer: Consumer) -> dict[str, Any]:

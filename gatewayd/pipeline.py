@@ -166,6 +166,8 @@ class Filters:
 class GatewayRoot(Resource):
     """The root of the tree: picks the route by Kong's rules, then hands the request on."""
 
+    log = Logger()
+
     def __init__(self, gateway: Any) -> None:
         super().__init__()
         self.gateway = gateway
@@ -206,12 +208,17 @@ class GatewayRoot(Resource):
         finished = self.gateway.reactor.seconds()
 
         def log(_: object) -> None:
-            loggers = [p.log for p in exchange.plugins if p is not None and hasattr(p, "log")]
-            if loggers:
-                record = exchange.record(request, finished)
-                for plugin_log in loggers:
-                    plugin_log(request, exchange, record)
-            self.gateway.request_done(request)
+            try:
+                loggers = [p.log for p in exchange.plugins if p is not None and hasattr(p, "log")]
+                if loggers:
+                    record = exchange.record(request, finished)
+                    for plugin_log in loggers:
+                        plugin_log(request, exchange, record)
+            except Exception:
+                # The path only: a query string may carry a client's key.
+                self.log.failure("log phase failed for {path}", path=request.path.decode("latin-1"))
+            finally:
+                self.gateway.request_done(request)
 
         (exchange.handled or succeed(None)).addCallback(log)
 

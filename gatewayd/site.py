@@ -141,6 +141,8 @@ class GatewayRequest(Request):
         # Kept: the log phase runs after the request has let go of its channel, and Kong's
         # record says https for a request that came over TLS.
         self.secure = channel.isSecure()
+        #: Kong's ``request.tls`` for the log record, read while the connection is there.
+        self.tls = tls_facts(channel) if self.secure else None
 
     def isSecure(self) -> bool:
         """Whether the request came over TLS, even once its connection is gone."""
@@ -188,6 +190,17 @@ def head_size(version: bytes, code: int, reason: bytes, headers: Headers) -> int
     for name, values in headers.getAllRawHeaders():
         size += sum(len(name) + 2 + len(value) + 2 for value in values)
     return size + 2
+
+
+def tls_facts(channel: HTTPChannel) -> dict[str, Any] | None:
+    """The connection's protocol, cipher and client verification, as nginx names them."""
+    handle = channel.transport.getHandle() if hasattr(channel.transport, "getHandle") else None
+    version = getattr(handle, "get_protocol_version_name", lambda: None)()
+    if version is None:
+        return None
+    cipher = getattr(handle, "get_cipher_name", lambda: None)()
+    peer = getattr(handle, "get_peer_certificate", lambda: None)()
+    return {"version": version, "cipher": cipher, "client_verify": "SUCCESS" if peer is not None else "NONE"}
 
 
 @provider(INonQueuedRequestFactory)

@@ -209,7 +209,7 @@ class MetricsTests(GatewayInMemory):
         self.assertEqual(self.post(ask("x"))[0], 401)
         samples = self.scrape()
         records = [r for r in self.records() if "ai" in r]
-        labels = {"ai_provider": "gemini", "ai_model": "gemini-2.0-flash", "cache_status": "",
+        labels = {"ai_provider": "gemini", "ai_model": "claude-x", "cache_status": "",
                   "vector_db": "", "embeddings_provider": "", "embeddings_model": "",
                   "workspace": "default", "request_mode": "oneshot", "consumer": "alice"}
         key = tuple(sorted(labels.items()))

@@ -135,6 +135,8 @@ def test_the_sdk_over_https_with_a_custom_ca(tls_daemon):
                        what="the file-log records")
     assert all(r["request"]["url"].startswith(f"https://localhost:{tls_daemon.tls_port}/anything/v1/messages")
                for r in records[before:])
+    # Kong's request.tls, read while the connection was there (the log phase runs after it).
+    assert all(r["request"]["tls"]["version"] in ("TLSv1.2", "TLSv1.3") for r in records[before:])
     # Without the CA the client refuses the daemon's certificate.
     untrusting = anthropic.Anthropic(base_url=f"https://localhost:{tls_daemon.tls_port}/anything",
                                      api_key="x", max_retries=0)
