@@ -138,7 +138,6 @@ ENTITY_STRUCTURE = {"name", "id", "tags", "created_at", "updated_at", "routes", 
 #: Entity fields whose Kong effect needs nothing from gatewayd, and why.
 ENTITY_EFFECT_WITHOUT_CODE = {
     "path_handling": "Kong's traditional_compatible router ignores it (the route schema warns so)",
-    "request_buffering": "true (Kong's default) reads the whole body first, as gatewayd always does",
     "response_buffering": "gatewayd streams answers as they come, which the client cannot tell "
                           "from nginx's buffering",
 }
@@ -205,7 +204,7 @@ def test_every_entity_field_is_served_or_refused(entity):
 #: Entity fields the loader refuses (any value for ttl and tls_verify_depth; request_buffering:
 #: false, since true, reading the whole body first, is what gatewayd does); messages tested below.
 LOADER_REFUSED = {"services": ("tls_verify_depth",), "keyauth_credentials": ("ttl",),
-                  }
+                  "routes": ("request_buffering",)}
 
 
 def sample(spec: Field) -> Any:
@@ -306,6 +305,8 @@ def load(tmp_path: Path, text: str):
      "services[0] (s): tls_verify_depth: not served by gatewayd"),
     ("consumers: [{username: a, keyauth_credentials: [{key: k, ttl: 60}]}]",
      "consumers[0] (a): keyauth_credentials[0].ttl: not served by gatewayd"),
+    ("services: [{name: s, url: 'https://x.test', routes: [{name: r, paths: [/], request_buffering: false}]}]",
+     "services[0].routes[0] (r): request_buffering: false is not served by gatewayd"),
 
 ])
 def test_refusals_name_file_entity_and_field(tmp_path, text, where):
