@@ -216,14 +216,6 @@ def sample(spec: Field) -> Any:
             "set": ["x"], "map": {"k": "v"}, "record": {}, "any": {"k": "v"}}[spec.type]
 
 
-def nest(path: str, value: Any) -> dict[str, Any]:
-    """``config.a[].b`` with ``value`` → ``{"a": [{"b": value}]}`` (the config record's content)."""
-    parts = path.split(".")[1:]
-    for part in reversed(parts):
-        value = [{part[:-2]: value}] if part.endswith("[]") else {part: value}
-    return value
-
-
 BASE = {
     "ai-rate-limiting-advanced": {"llm_providers": [{"name": "gemini", "limit": [1], "window_size": [60]}]},
     "file-log": {"path": "/tmp/x.log"},
@@ -369,9 +361,6 @@ def test_llm_format_must_be_the_proxys():
 
 
 def test_whole_number_decrements_in_redis_unless_fractions():
-    class Redis:
-        connection = None
-
     from gatewayd.exchange import Exchange
     from gatewayd.plugins.ai_rate_limiting_advanced.handler import AIRateLimiter
 
