@@ -44,4 +44,6 @@ def respond_error(request: Request, error: errors.APIError) -> None:
         request.finish()
         return
     request.setHeader("x-should-retry", "true" if error.status >= 500 or error.status == 429 else "false")
-    respond_json(request, error.status, error.body())
+    exchange = getattr(request, "gatewayd_exchange", None)
+    respond_json(request, error.status,
+                 error.answer_body(exchange.request_id if exchange is not None else None))

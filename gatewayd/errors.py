@@ -24,6 +24,15 @@ class APIError(Exception):
     def body(self) -> dict[str, Any]:
         return {"type": "error", "error": {"type": self.type, "message": self.message}}
 
+    def answer_body(self, request_id: str | None) -> dict[str, Any]:
+        """The body of an HTTP answer: Anthropic's, which the SDKs parse, with Kong's
+        top-level ``message`` and ``request_id`` beside it (Anthropic's API also sends a
+        top-level ``request_id``), so scripts written against Kong's errors read it too."""
+        body: dict[str, Any] = {**self.body(), "message": self.message}
+        if request_id is not None:
+            body["request_id"] = request_id
+        return body
+
     def to_json(self) -> bytes:
         return json.dumps(self.body()).encode("utf-8")
 

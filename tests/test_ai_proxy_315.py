@@ -8,10 +8,12 @@ import json
 import pytest
 from twisted.internet.task import Clock
 
+from gatewayd.config import ConfigError
+from gatewayd.config.schema import SchemaError
+
 from gatewayd.plugins.ai_proxy_advanced.balancer import Balancer, BalancerConfig, Candidate, alias_matches
 from gatewayd.plugins.ai_proxy_advanced.checks import Refusal, check
 from gatewayd.plugins.ai_proxy_advanced.schema import AI_PROXY_ADVANCED
-from gatewayd.plugins import ConfigurationError
 from gatewayd.providers.usage import Pricing, WindowFactor, cost, kong_usage, tokens_from_anthropic, tokens_from_gemini
 from tests.grammar import check_stream
 from tests.test_service import GatewayInMemory, ask, events
@@ -249,8 +251,6 @@ REFUSALS = [
      "missing or unsupported scheme"),
     (lambda t: t.update(route_type="llm/v1/embeddings"), "targets[0].route_type", "is not served by gatewayd"),
     (lambda t: t["model"].update(provider="openai"), "targets[0].model.provider", "is not served by gatewayd"),
-    (lambda t: t["model"]["options"].update(azure_instance="x"), "targets[0].model.options.azure_instance",
-     "is not served by gatewayd"),
     (lambda t: t["model"]["options"]["gemini"].update(endpoint_id="1"), "targets[0].model.options.gemini.endpoint_id",
      "is not served by gatewayd"),
     (lambda t: t["auth"].update(gcp_metadata_url="http://m"), "targets[0].auth.gcp_metadata_url",
@@ -261,8 +261,6 @@ REFUSALS = [
      "Gemini takes a temperature from 0 to 2"),
     (lambda t: t["model"]["options"].update(context_window_factor=[{"above": "lots", "input_factor": 2, "output_factor": 1}]),
      "targets[0].model.options.context_window_factor[0].above", "expected a token count"),
-    (lambda t: t["model"]["options"].update(upstream_path="/x"), "targets[0].model.options.upstream_path",
-     "is not served by gatewayd"),
 ]
 
 
@@ -274,8 +272,26 @@ def test_refusals_name_the_field(change, field, message):
     assert message in caught.value.message
 
 
+@pytest.mark.parametrize("change, top, field, why", [
+    (lambda t: t["model"]["options"].update(azure_instance="x"), {}, "config.targets[0].model.options.azure_instance",
+     "it applies to other providers"),
+    (lambda t: t["model"]["options"].update(upstream_path="/x"), {}, "config.targets[0].model.options.upstream_path",
+     "it applies to other providers"),
+    (lambda t: t["auth"].update(aws_access_key_id="AKIA"), {}, "config.targets[0].auth.aws_access_key_id",
+     "it applies to other providers"),
+    (None, {"acls": {"allow": [{"match": [{"type": "model", "values": ["x"]}]}]}}, "config.acls.allow",
+     "per-model access lists"),
+    (None, {"embeddings": {"model": {"name": "e", "provider": "gemini"}}}, "config.embeddings",
+     "it serves no semantic balancing"),
+])
+def test_fields_not_served_are_refused_by_the_schema(change, top, field, why):
+    with pytest.raises(SchemaError) as caught:
+        config_with(change, **top)
+    assert caught.value.path == field
+    assert caught.value.message.startswith(f"not served by gatewayd ({why}")
+
+
 @pytest.mark.parametrize("top, field", [
-    ({"acls": {"allow": [{"match": [{"type": "model", "values": ["x"]}]}]}}, "acls.allow"),
     ({"genai_category": "text/embeddings"}, "genai_category"),
     ({"balancer": {"slots": 100}}, "balancer.slots"),
     ({"llm_format": "openai"}, "llm_format"),
@@ -294,10 +310,10 @@ class RefusalAtLoad(GatewayInMemory):
     extra_files = plugin([target("gemini-2.5-flash", options="            upstream_path: /x\n")])
 
     def setUp(self):
-        with self.assertRaises(ConfigurationError) as caught:
+        with self.assertRaises(ConfigError) as caught:
             super().setUp()
         self.error = str(caught.exception)
 
     def test_the_message_names_file_entity_and_field(self):
-        self.assertIn("20-ai-proxy-advanced.yaml: plugins (ai-proxy-advanced): "
-                      "config.targets[0].model.options.upstream_path: is not served by gatewayd", self.error)
+        self.assertIn("20-ai-proxy-advanced.yaml: plugins[0] (ai-proxy-advanced): "
+                      "config.targets[0].model.options.upstream_path: not served by gatewayd", self.error)

@@ -33,8 +33,7 @@ consumers:
 plugins:
   - name: key-auth
     config:
-      key_names: [apikey]
-      hide_credentials: true
+      key_names: [x-api-key, apikey]
 """
 
 
@@ -76,6 +75,7 @@ class KeyAuthTests(GatewayInMemory):
         status, headers, text = self.post(ask("hi"))
         self.assertEqual((status, error_type(text)), (401, "authentication_error"))
         self.assertEqual(json.loads(text)["error"]["message"], "No API key found in request")
+        self.assertEqual(json.loads(text)["message"], "No API key found in request")
         self.assertEqual(headers["www-authenticate"], ["Key"])
         self.assertEqual(self.fake.requests, [])
 
@@ -87,22 +87,41 @@ class KeyAuthTests(GatewayInMemory):
         self.assertNotIn("sk-guess", json.dumps(record))
         self.assertNotIn("consumer", record)
 
-    def test_the_key_in_each_place_a_client_may_put_it(self):
-        for headers in ({"x-api-key": KEY}, {"Authorization": f"Bearer {KEY}"}, {"apikey": KEY}):
+    def test_the_key_under_each_key_name_in_header_and_query(self):
+        for headers in ({"x-api-key": KEY}, {"apikey": KEY}):
             status, _, text = self.post(ask("hi"), headers=headers)
             self.assertEqual(status, 200, text)
-        status, _, _ = self.post(ask("hi"), url=MESSAGES + f"?apikey={KEY}")
+        status, _, _ = self.post(ask("hi"), url=MESSAGES + f"?apikey={KEY}&beta=true")
         self.assertEqual(status, 200)
         records = self.records()
-        self.assertEqual(len(records), 4)
+        self.assertEqual(len(records), 3)
         for record in records:
             self.assertEqual(record["consumer"], {"id": record["consumer"]["id"], "username": "alice",
                                                   "custom_id": "A-1", "tags": ["team-a"]})
             self.assertEqual(record["authenticated_entity"]["consumer_id"], record["consumer"]["id"])
-        self.assertEqual(records[3]["request"]["querystring"], {"apikey": "REDACTED"})
-        self.assertIn("apikey=REDACTED", records[3]["request"]["uri"])
+        # hide_credentials took the key out of the query before the log, as in Kong
+        self.assertEqual(records[2]["request"]["querystring"], {"beta": "true"})
+        self.assertNotIn("apikey", records[2]["request"]["uri"])  # Kong logs the raw key here
         self.assertNotIn(KEY, json.dumps(records))
         self.assertNotIn(KEY, json.dumps(self.fake.requests))
+
+    def test_only_key_names_are_looked_up(self):
+        """Kong looks nowhere else: a Bearer token is no key unless ``authorization`` is a key name."""
+        status, _, text = self.post(ask("hi"), headers={"Authorization": f"Bearer {KEY}"})
+        self.assertEqual((status, json.loads(text)["message"]), (401, "No API key found in request"))
+
+    def test_kong_3_7_messages_in_both_shapes(self):
+        """The Anthropic SDK reads error.type/error.message; Kong's scripts read message."""
+        for headers, url, message in (
+                ({"x-api-key": "sk-guess-000000"}, MESSAGES, "Unauthorized"),
+                ({"x-api-key": ""}, MESSAGES, "No API key found in request"),
+                ({}, MESSAGES + f"?apikey={KEY}&apikey={KEY}", "Duplicate API key found")):
+            status, response, text = self.post(ask("hi"), headers=headers, url=url)
+            body = json.loads(text)
+            self.assertEqual((status, body["error"], body["message"]),
+                             (401, {"type": "authentication_error", "message": message}, message))
+            self.assertEqual(body["request_id"], response["x-kong-request-id"][0])
+        self.assertEqual(self.fake.requests, [])
 
     def test_count_tokens_needs_a_key_too(self):
         status, _, _ = self.post({"model": "m", "messages": [{"role": "user", "content": "hi"}]},

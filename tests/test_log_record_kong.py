@@ -110,6 +110,7 @@ def test_a_connection_that_failed_counts_as_nginx_would(gateway):
 KEY_AUTH = """
   - name: key-auth
     route: claude
+    config: {key_names: [x-api-key], hide_credentials: false}
 consumers:
   - username: alice
     custom_id: A-1

@@ -112,6 +112,7 @@ consumers:
       - key: sk-bob-9876543210
 plugins:
   - name: key-auth
+    config: {{key_names: [x-api-key]}}
   - name: hello
     route: example-route
     config: {{greeting: "hi route", deny_header: x-deny}}

@@ -36,10 +36,14 @@ def test_a_body_trickled_past_the_deadline_is_a_408_with_its_record(gateway):
     gateway.reactor.advance(1.0)  # 30 s since the first byte
     status, headers, text = client.response()
     assert status == 408 and headers["connection"] == "close"
-    assert json.loads(text) == {
+    body = json.loads(text)
+    assert body == {
         "type": "error",
         "error": {"type": "timeout_error", "message": "the request was not received within 30 seconds"},
+        "message": "the request was not received within 30 seconds",
+        "request_id": body["request_id"],
     }
+    assert headers["x-kong-request-id"] == body["request_id"]
     assert client.transport.disconnecting
     assert gateway.upstream.attempts() == []
     (record,) = gateway.records()

@@ -129,7 +129,7 @@ def _apply_file(state: _State, file: str, document: Any) -> None:
         if key in _DECK_KEYS_UNSUPPORTED:
             if document[key] in (None, [], {}, ""):
                 continue
-            raise ConfigError(file, "not supported by gatewayd yet", field=str(key))
+            raise ConfigError(file, "not served by gatewayd", field=str(key))
         raise ConfigError(file, f"unknown top-level key (decK state files have "
                                 f"{', '.join(_TOP_LEVEL)}, ...)", field=str(key))
     info = meta.get("_info", {})
@@ -227,7 +227,7 @@ class _Fields:
         known = set(known)
         for key in raw:
             if key in unsupported and raw[key] not in (None, [], {}):
-                raise self.error(str(key), "not supported by gatewayd yet")
+                raise self.error(str(key), "not served by gatewayd")
             if key not in known and key not in unsupported:
                 raise self.error(str(key), "unknown field")
 
@@ -341,7 +341,8 @@ def _add_service(current: _File, raw: Any, entity: str) -> None:
         read_timeout=fields.integer("read_timeout", 60000, 1, _TIMEOUT_MAX),
         enabled=fields.get("enabled", bool, True),
         tls_verify=fields.get("tls_verify", bool),
-        tls_verify_depth=fields.integer("tls_verify_depth", None, 0, 64),
+        tls_verify_depth=_refused(fields, "tls_verify_depth", fields.integer("tls_verify_depth", None, 0, 64),
+                                  "the proxy verifies the whole chain, to any depth"),
         tags=fields.tags(), id=fields.uuid(), source=current.name)
     current.services[name] = service
     for index, route in enumerate(fields.get("routes", list, [])):
@@ -349,6 +350,13 @@ def _add_service(current: _File, raw: Any, entity: str) -> None:
     for index, plugin in enumerate(fields.get("plugins", list, [])):
         where = f"{entity}.plugins[{index}]"
         current.plugins.append((_plugin_dict(current, plugin, where, service=name), where))
+
+
+def _refused(fields: _Fields, key: str, value: Any, why: str) -> None:
+    """A field Kong serves and gatewayd does not: accepted only when unset."""
+    if value is not None:
+        raise fields.error(key, f"not served by gatewayd ({why})")
+    return None
 
 
 def _service_location(fields: _Fields) -> tuple[str, str, int, str | None]:
@@ -680,7 +688,7 @@ def _add_consumer(current: _File, raw: Any, entity: str) -> None:
         if not isinstance(key, str) or not key:
             raise fields.error(f"{where}.key", "required: a non-empty string")
         if item.get("ttl") is not None:
-            raise fields.error(f"{where}.ttl", "not supported by gatewayd yet")
+            raise fields.error(f"{where}.ttl", "not served by gatewayd")
         credential_id = item.get("id")
         if credential_id is not None and (not isinstance(credential_id, str)
                                           or not _UUID.match(credential_id)):

@@ -11,6 +11,12 @@ values are kept: a missing field takes its default, else null; a missing
 record is filled with its own defaults unless it is ``nullable`` (Kong's
 ``required = false`` records such as ``embeddings`` or ``model.options.gemini``,
 which stay null); strings must not be empty unless ``len_min=0``.
+
+No silent ignore: a field gatewayd accepts but does not serve carries
+``refused="why"``, and a value outside its default (or null, or an empty list)
+is refused at load with "not served by gatewayd (why)"; single values of a
+served field are refused the same way through ``refused_values``.  A decK dump,
+which writes every default, still loads.
 """
 
 from __future__ import annotations
@@ -59,6 +65,10 @@ class Field:
     fields: tuple[tuple[str, Field], ...] = ()
     elements: Field | None = None
     values: Field | None = None
+    #: Why gatewayd does not serve this field: any value but its default is refused at load.
+    refused: str | None = None
+    #: Values of an otherwise served field that are refused at load, each with its reason.
+    refused_values: tuple[tuple[Any, str], ...] = ()
 
     @property
     def secret(self) -> bool:
@@ -72,50 +82,58 @@ class Field:
         return None
 
 
+def _refusing(kw: dict[str, Any]) -> dict[str, Any]:
+    """``refusing={value: why}`` as the frozen ``refused_values`` pairs."""
+    refusing = kw.pop("refusing", None)
+    if refusing:
+        kw["refused_values"] = tuple(refusing.items())
+    return kw
+
+
 def string(**kw: Any) -> Field:
-    return Field("string", **kw)
+    return Field("string", **_refusing(kw))
 
 
 def integer(**kw: Any) -> Field:
-    return Field("integer", **kw)
+    return Field("integer", **_refusing(kw))
 
 
 def number(**kw: Any) -> Field:
-    return Field("number", **kw)
+    return Field("number", **_refusing(kw))
 
 
 def boolean(**kw: Any) -> Field:
-    return Field("boolean", **kw)
+    return Field("boolean", **_refusing(kw))
 
 
 def anything(**kw: Any) -> Field:
-    return Field("any", **kw)
+    return Field("any", **_refusing(kw))
 
 
 def record(fields: Mapping[str, Field], **kw: Any) -> Field:
-    return Field("record", fields=tuple(fields.items()), **kw)
+    return Field("record", fields=tuple(fields.items()), **_refusing(kw))
 
 
 def array(elements: Field, **kw: Any) -> Field:
-    return Field("array", elements=elements, **kw)
+    return Field("array", elements=elements, **_refusing(kw))
 
 
 def set_of(elements: Field, **kw: Any) -> Field:
-    return Field("set", elements=elements, **kw)
+    return Field("set", elements=elements, **_refusing(kw))
 
 
 def map_of(values: Field, **kw: Any) -> Field:
-    return Field("map", values=values, **kw)
+    return Field("map", values=values, **_refusing(kw))
 
 
 def secret_string(**kw: Any) -> Field:
     """Kong's ``encrypted = true, referenceable = true`` strings (keys, passwords)."""
-    return Field("string", encrypted=True, referenceable=True, **kw)
+    return Field("string", encrypted=True, referenceable=True, **_refusing(kw))
 
 
 def ref_string(**kw: Any) -> Field:
     """Kong's ``referenceable = true`` strings (may name a vault secret)."""
-    return Field("string", referenceable=True, **kw)
+    return Field("string", referenceable=True, **_refusing(kw))
 
 
 _TYPE_NAMES = {bool: "boolean", int: "integer", float: "number", str: "string",
@@ -145,6 +163,8 @@ def validate(spec: Field, value: Any, path: str) -> Any:
     """Check ``value`` against ``spec`` and return it with Kong's defaults filled in."""
     if value is None:
         return _missing(spec, path)
+    if spec.refused is not None and value != spec.default and value not in ([], {}):
+        raise SchemaError(path, f"not served by gatewayd ({spec.refused})")
     kind = spec.type
     if kind == "any":
         return copy.deepcopy(value)
@@ -231,6 +251,9 @@ def _check_value(spec: Field, value: Any, path: str) -> None:
     if spec.one_of is not None and value not in spec.one_of:
         choices = ", ".join(_quote(choice) for choice in spec.one_of)
         raise SchemaError(path, f"expected one of {choices}, got {_shown(value, spec)}")
+    for refused, why in spec.refused_values:
+        if value == refused:
+            raise SchemaError(path, f"{_shown(value, spec)} is not served by gatewayd ({why})")
     if spec.between is not None:
         low, high = spec.between
         if not low <= value <= high:

@@ -45,9 +45,9 @@ DEFAULT_BACKLOG_BYTES = 16 * 1024 * 1024
 #: Seconds between attempts to write the backlog.
 RETRY_INTERVAL = 1.0
 
-# Kong 3.13, FileLog.json
+# Kong 3.15, FileLog.json (unchanged since 3.13)
 FILE_LOG_CONFIG = record({
-    "custom_fields_by_lua": map_of(string()),
+    "custom_fields_by_lua": map_of(string(), refused="Lua is not run by gatewayd"),
     "path": string(required=True, match=r"^[^*&%\\`]+$", match_err="not a valid filename"),
     "reopen": boolean(default=False),
 })
@@ -344,4 +344,4 @@ class FileLogPlugin:
         self.sink.write(record)
 
 
-plugin = KongPlugin("file-log", priority=9, version="3.13.0", schema=FILE_LOG, compile=FileLogPlugin.compile)
+plugin = KongPlugin("file-log", priority=9, version="3.15.0", schema=FILE_LOG, compile=FileLogPlugin.compile)

@@ -25,7 +25,9 @@ from gatewayd.config.schema import PluginSchema, boolean, record
 from gatewayd.exchange import Exchange
 from gatewayd.plugins import CompileContext, KongPlugin
 
-# Kong 3.13, Prometheus.json
+# Kong 3.15, Prometheus.json (unchanged since 3.13).  upstream_health_metrics and
+# wasm_metrics export Kong's upstream targets and proxy-wasm filters; gatewayd refuses
+# upstreams and filter_chains at load, so, as in a Kong without them, there is nothing to export.
 PROMETHEUS_CONFIG = record({
     "ai_metrics": boolean(default=False),
     "bandwidth_metrics": boolean(default=False),

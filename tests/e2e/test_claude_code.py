@@ -211,7 +211,7 @@ consumers:
 plugins:
   - name: key-auth
     config:
-      hide_credentials: true
+      key_names: [x-api-key]
 """
 
 

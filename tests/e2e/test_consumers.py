@@ -28,7 +28,7 @@ consumers:
 plugins:
   - name: key-auth
     config:
-      hide_credentials: true
+      key_names: [x-api-key]
   - name: prometheus
     config:
       ai_metrics: true
@@ -90,7 +90,7 @@ def test_keys_budget_and_metrics(daemon):
     status, _, text = post(daemon.url, {"x-api-key": "sk-wrong-000000"})
     assert (status, json.loads(text)["error"]["type"]) == (401, "authentication_error")
     assert post(daemon.url, {"x-api-key": KEY})[0] == 200
-    status, headers, _ = post(daemon.url, {"authorization": f"Bearer {KEY}"}, stream=True)
+    status, headers, _ = post(daemon.url, {"x-api-key": KEY}, stream=True)
     assert status == 200 and headers["x-ai-ratelimit-limit-2-gemini"] == "300"
 
     status, headers, text = until_refused(lambda: post(daemon.url, {"x-api-key": KEY}))

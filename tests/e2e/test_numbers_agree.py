@@ -35,6 +35,7 @@ consumers:
       - key: {BOB}
 plugins:
   - name: key-auth
+    config: {{key_names: [x-api-key]}}
   - name: prometheus
     config:
       ai_metrics: true
@@ -92,7 +93,9 @@ def test_metrics_records_and_report_agree(daemon, tmp_path):
     if CLAUDE is not None:
         result = run_claude(daemon, "gemini-2.0-flash", "Say hi.", tmp_path, key=ALICE)
         assert result["is_error"] is False, result
-    sdk = anthropic.Anthropic(base_url=daemon.url + "/anything", api_key=BOB, max_retries=0)
+    # The SDK sends its key as Authorization: Bearer; key-auth looks only at key_names (Kong).
+    sdk = anthropic.Anthropic(base_url=daemon.url + "/anything", api_key=BOB, max_retries=0,
+                              default_headers={"x-api-key": BOB})
     for text in ("stream one", "stream two"):
         with sdk.messages.stream(model="gemini-2.0-flash", max_tokens=64,
                                  messages=[{"role": "user", "content": text}]) as stream:

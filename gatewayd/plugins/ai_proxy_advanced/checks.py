@@ -6,9 +6,10 @@ Two kinds of refusal, both at load, both naming the field:
   does not carry: the Vertex options set together, ``param_*`` together,
   ``header_*`` together, gemini with ``allow_override = false``, costs above
   zero, ``upstream_url`` a URL.
-- Fields gatewayd does not serve: each is refused with "... is not served by
-  gatewayd" rather than silently ignored.  A field left at Kong's default (or
-  unset) is never refused.
+- Values gatewayd does not serve of fields it otherwise serves (another
+  ``llm_format``, ``route_type`` or provider, ...): each is refused with "... is
+  not served by gatewayd" rather than silently ignored.  Whole fields it does not
+  serve are refused by the schema itself (``refused=`` in ``schema.py``).
 """
 
 from __future__ import annotations
@@ -30,29 +31,6 @@ class Refusal(ValueError):
         self.message = message
 
 
-#: Target ``model.options`` that belong to other providers, with Kong's default.
-_OTHER_PROVIDER_OPTIONS: dict[str, Any] = {
-    "azure_api_version": "2023-05-15",
-    "azure_deployment_id": None,
-    "azure_instance": None,
-    "bedrock": None,
-    "cohere": None,
-    "dashscope": None,
-    "databricks": None,
-    "embeddings_dimensions": None,
-    "huggingface": None,
-    "llama2_format": None,
-    "mistral_format": None,
-    "upstream_path": None,
-}
-_OTHER_PROVIDER_AUTH: dict[str, Any] = {
-    "aws_access_key_id": None,
-    "aws_secret_access_key": None,
-    "azure_client_id": None,
-    "azure_client_secret": None,
-    "azure_tenant_id": None,
-    "azure_use_managed_identity": False,
-}
 _COSTS = ("input_cost", "output_cost", "cache_read_cost", "cache_write_cost")
 #: Gemini's temperature range (Vertex and the Gemini API); Kong's schema allows up to 5.
 GEMINI_MAX_TEMPERATURE = 2.0
@@ -71,15 +49,8 @@ def _refusals(config: Mapping[str, Any]) -> Iterator[Refusal]:
             f"{config.get('llm_format')!r} {NOT_SERVED}; it speaks the Anthropic Messages API "
             "(llm_format: anthropic)",
         )
-    acls = config.get("acls") or {}
-    for key in ("allow", "deny"):
-        if acls.get(key) is not None:
-            yield Refusal(f"acls.{key}", NOT_SERVED)
     if config.get("genai_category") != "text/generation":
         yield Refusal("genai_category", f"{config.get('genai_category')!r} {NOT_SERVED} (it serves text/generation)")
-    for key in ("embeddings", "vectordb"):
-        if config.get(key) is not None:
-            yield Refusal(key, f"{NOT_SERVED} (it serves no semantic balancing)")
     if (config.get("balancer") or {}).get("slots") not in (None, 10000):
         yield Refusal(
             "balancer.slots",
@@ -127,12 +98,6 @@ def _target(where: str, target: Mapping[str, Any]) -> Iterator[Refusal]:
         yield Refusal(f"{where}.model.provider", f"{provider!r} {NOT_SERVED} (it serves 'gemini')")
     if target.get("route_type") != "llm/v1/chat":
         yield Refusal(f"{where}.route_type", f"{target.get('route_type')!r} {NOT_SERVED} (it serves llm/v1/chat)")
-    for name, default in _OTHER_PROVIDER_OPTIONS.items():
-        if options.get(name) != default:
-            yield Refusal(f"{where}.model.options.{name}", f"{NOT_SERVED} (it applies to other providers)")
-    for name, default in _OTHER_PROVIDER_AUTH.items():
-        if auth.get(name) != default:
-            yield Refusal(f"{where}.auth.{name}", f"{NOT_SERVED} (it applies to other providers)")
     if gemini.get("endpoint_id") is not None:
         yield Refusal(f"{where}.model.options.gemini.endpoint_id", f"{NOT_SERVED} (Vertex model garden endpoints)")
     if auth.get("gcp_metadata_url") is not None:

@@ -26,12 +26,12 @@ from gatewayd.plugins.redis import REDIS
 
 _AUTH = record({
     "allow_override": boolean(default=False),
-    "aws_access_key_id": secret_string(),
-    "aws_secret_access_key": secret_string(),
-    "azure_client_id": ref_string(),
-    "azure_client_secret": secret_string(),
-    "azure_tenant_id": ref_string(),
-    "azure_use_managed_identity": boolean(default=False),
+    "aws_access_key_id": secret_string(refused="it applies to other providers"),
+    "aws_secret_access_key": secret_string(refused="it applies to other providers"),
+    "azure_client_id": ref_string(refused="it applies to other providers"),
+    "azure_client_secret": secret_string(refused="it applies to other providers"),
+    "azure_tenant_id": ref_string(refused="it applies to other providers"),
+    "azure_use_managed_identity": boolean(default=False, refused="it applies to other providers"),
     "gcp_metadata_url": ref_string(),
     "gcp_oauth_token_url": ref_string(),
     "gcp_service_account_json": secret_string(),
@@ -53,18 +53,18 @@ _BEDROCK = record({
     "embeddings_normalize": boolean(default=False),
     "performance_config_latency": string(),
     "video_output_s3_uri": string(),
-}, nullable=True)
+}, nullable=True, refused="it applies to other providers")
 
 _HUGGINGFACE = record({
     "use_cache": boolean(),
     "wait_for_model": boolean(),
-}, nullable=True)
+}, nullable=True, refused="it applies to other providers")
 
 _MODEL_OPTIONS = record({
     "anthropic_version": string(),
-    "azure_api_version": string(default="2023-05-15"),
-    "azure_deployment_id": string(),
-    "azure_instance": string(),
+    "azure_api_version": string(default="2023-05-15", refused="it applies to other providers"),
+    "azure_deployment_id": string(refused="it applies to other providers"),
+    "azure_instance": string(refused="it applies to other providers"),
     "bedrock": _BEDROCK,
     "cache_read_cost": number(),
     "cache_write_cost": number(),
@@ -76,7 +76,7 @@ _MODEL_OPTIONS = record({
         "embedding_input_type": string(default="classification", one_of=(
             "classification", "clustering", "image", "search_document", "search_query")),
         "wait_for_model": boolean(),
-    }, nullable=True),
+    }, nullable=True, refused="it applies to other providers"),
     "context_window_factor": array(record({
         "above": string(required=True),
         "input_factor": number(required=True),
@@ -84,11 +84,11 @@ _MODEL_OPTIONS = record({
     })),
     "dashscope": record({
         "international": boolean(default=True),
-    }, nullable=True),
+    }, nullable=True, refused="it applies to other providers"),
     "databricks": record({
         "workspace_instance_id": string(),
-    }, nullable=True),
-    "embeddings_dimensions": integer(),
+    }, nullable=True, refused="it applies to other providers"),
+    "embeddings_dimensions": integer(refused="it applies to other providers"),
     "gemini": record({
         "api_endpoint": string(),
         "endpoint_id": string(),
@@ -97,9 +97,9 @@ _MODEL_OPTIONS = record({
     }, nullable=True),
     "huggingface": _HUGGINGFACE,
     "input_cost": number(),
-    "llama2_format": string(one_of=("ollama", "openai", "raw")),
+    "llama2_format": string(one_of=("ollama", "openai", "raw"), refused="it applies to other providers"),
     "max_tokens": integer(),
-    "mistral_format": string(one_of=("ollama", "openai")),
+    "mistral_format": string(one_of=("ollama", "openai"), refused="it applies to other providers"),
     "output_cost": number(),
     "service_tier_factor": array(record({
         "factor": number(required=True),
@@ -108,7 +108,7 @@ _MODEL_OPTIONS = record({
     "temperature": number(between=(0, 5)),
     "top_k": integer(between=(0, 500)),
     "top_p": number(between=(0, 1)),
-    "upstream_path": string(),
+    "upstream_path": string(refused="it applies to other providers"),
     "upstream_url": string(),
 })
 
@@ -183,7 +183,7 @@ _EMBEDDINGS = record({
         "provider": string(required=True, one_of=(
             "azure", "bedrock", "gemini", "huggingface", "mistral", "ollama", "openai")),
     }, required=True),
-}, nullable=True)
+}, nullable=True, refused="it serves no semantic balancing")
 
 _VECTORDB = record({
     "dimensions": integer(required=True),
@@ -205,7 +205,7 @@ _VECTORDB = record({
     "redis": REDIS,
     "strategy": string(required=True, one_of=("pgvector", "redis")),
     "threshold": number(),
-}, nullable=True)
+}, nullable=True, refused="it serves no semantic balancing")
 
 _ACL_RULES = array(record({
     "match": array(record({
@@ -214,7 +214,7 @@ _ACL_RULES = array(record({
             "consumer", "consumer_group", "header", "ip", "model", "path", "provider")),
         "values": array(string(), required=True, len_min=1),
     }), required=True, len_min=1),
-}), len_min=1)
+}), len_min=1, refused="per-model access lists (Kong 3.15's acls) are not served yet")
 
 AI_PROXY_ADVANCED_CONFIG = record({
     "acls": record({

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from gatewayd.config import Plugin
-from gatewayd.plugins import CompileContext, KongPlugin
+from gatewayd.plugins import CompileContext, KongPlugin, refuse
 
 from .handler import AIRateLimiter, LocalStore, RedisStore, Store, redis_identity, redis_store
 from .schema import AI_RATE_LIMITING_ADVANCED
@@ -23,10 +23,22 @@ def compile(plugin: Plugin, context: CompileContext) -> AIRateLimiter | None:
     """
     ai = context.siblings.get("ai-proxy-advanced")
     if ai is None:
-        return None  # no LLM traffic on this route: nothing to count
-    target = ai.config["targets"][0]["model"]
+        return None  # no LLM traffic on this route: nothing to count, as in Kong
+    settings = plugin.config
+    if settings["llm_format"] not in (None, ai.config["llm_format"]):
+        raise refuse(plugin, "llm_format", f"{settings['llm_format']!r} differs from the route's "
+                                           f"ai-proxy-advanced llm_format "
+                                           f"{ai.config['llm_format']!r}")
+    sync_rate = settings["sync_rate"]
+    if sync_rate is not None and sync_rate > 0:
+        raise refuse(plugin, "sync_rate", f"{sync_rate!r} is not served by gatewayd (counting in "
+                                          "batches): use 0 (every request counts in Redis at "
+                                          "once) or -1 (this node's memory only)")
+    targets = ai.config["targets"]
+    target = targets[0]["model"]
     key: tuple[Any, ...]
-    if plugin.config["strategy"] == "redis":
+    shared = settings["strategy"] == "redis" and sync_rate != -1
+    if shared:
         key = ("ai-rate-limiting-advanced", "redis", *redis_identity(plugin))
         health = context.facility("health")
         store: Store = context.keep(key, lambda: _reporting(redis_store(plugin, context.reactor, health.redis_state),
@@ -37,6 +49,8 @@ def compile(plugin: Plugin, context: CompileContext) -> AIRateLimiter | None:
     return AIRateLimiter.from_plugin(
         plugin, target["provider"], (target.get("options") or {}).get("input_cost") or 0.0,
         store, context.reactor,
+        providers=frozenset(t["model"]["provider"] for t in targets),
+        whole_decrements=shared and not settings["decrease_by_fractions_in_redis"],
     )
 
 
@@ -47,6 +61,6 @@ def _reporting(store: RedisStore, report: Callable[[str, bool], None]) -> RedisS
 
 
 plugin = KongPlugin(
-    "ai-rate-limiting-advanced", priority=905, version="3.13.0",
+    "ai-rate-limiting-advanced", priority=905, version="3.15.0",
     schema=AI_RATE_LIMITING_ADVANCED, compile=compile,
 )

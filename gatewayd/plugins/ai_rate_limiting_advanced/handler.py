@@ -32,6 +32,7 @@ from gatewayd import errors
 from gatewayd.config import Plugin
 from gatewayd.exchange import Exchange
 from gatewayd.plugins import refuse
+from gatewayd.plugins.redis import tls_creator
 
 #: Kong's window labels in the X-AI-RateLimit-* header names; other sizes use the seconds.
 WINDOW_NAMES = {1: "second", 60: "minute", 3600: "hour", 86400: "day", 2592000: "month",
@@ -330,14 +331,10 @@ def redis_store(plugin: Plugin, clock: IReactorTime,
     import txredisapi
 
     redis = plugin.config["redis"]
-    for name in ("sentinel_master", "sentinel_nodes", "cluster_nodes", "cloud_authentication"):
-        if redis.get(name):
-            raise refuse(plugin, f"redis.{name}", "Redis Sentinel, Cluster and cloud "
-                                                  "authentication are not supported yet")
     connection = txredisapi.lazyConnection(
         host=redis["host"], port=redis["port"], dbid=redis["database"],
         password=redis.get("password"), username=redis.get("username"),
-        ssl_context_factory=bool(redis["ssl"]),
+        ssl_context_factory=tls_creator(redis) or False,
         connectTimeout=redis["connect_timeout"] / 1000 or None,
         replyTimeout=max(redis["read_timeout"], redis["send_timeout"]) / 1000 or None,
     )
@@ -349,9 +346,11 @@ def redis_store(plugin: Plugin, clock: IReactorTime,
 
 
 def redis_identity(plugin: Plugin) -> tuple[Any, ...]:
-    """Plugins that name the same Redis share one connection."""
+    """Plugins that name the same Redis, the same way, share one connection."""
     redis = plugin.config["redis"]
-    return tuple(redis.get(k) for k in ("host", "port", "database", "username", "password", "ssl"))
+    return tuple(redis.get(k) for k in ("host", "port", "database", "username", "password", "ssl",
+                                        "ssl_verify", "server_name", "connect_timeout",
+                                        "send_timeout", "read_timeout"))
 
 
 @define
@@ -373,25 +372,28 @@ class AIRateLimiter:
     hide_providers: bool
     jitter_max: float
     scope: str  # namespace, else the plugin id: instances configured alike share counters
+    whole_decrements: bool = False
 
     _logger = Logger()
 
     @classmethod
     def from_plugin(cls, plugin: Plugin, provider: str, input_cost: float, store: Store,
-                    clock: IReactorTime) -> "AIRateLimiter":
+                    clock: IReactorTime, providers: frozenset[str] | None = None,
+                    whole_decrements: bool = False) -> "AIRateLimiter":
+        """``provider`` is what requests on the route count as; ``providers`` all that its
+        targets use (a limit for any other is refused); ``whole_decrements``: give back
+        only whole units when settling (Redis without ``decrease_by_fractions_in_redis``)."""
+        providers = providers or frozenset((provider,))
         settings = plugin.config
-        if settings["strategy"] == "cluster":
-            raise refuse(plugin, "strategy", "'cluster' needs Kong's database; use local or redis")
-        if settings["identifier"] in ("consumer-group", "path"):
-            raise refuse(plugin, "identifier", f"{settings['identifier']!r} is not supported yet "
-                                               "(use consumer, credential, ip, header or service)")
         if settings["identifier"] == "header" and not settings.get("header_name"):
             raise refuse(plugin, "header_name", "required when identifier is 'header'")
         windows = []
-        for index, entry in enumerate(settings["llm_providers"]):
-            if entry["name"] in ("requestPrompt", "customCost"):
+        for index, entry in enumerate(settings["llm_providers"] or ()):
+            if entry["name"] not in providers:
                 raise refuse(plugin, f"llm_providers[{index}].name",
-                             f"{entry['name']!r} needs custom Lua functions; not supported")
+                             f"no target of this route's ai-proxy-advanced uses provider "
+                             f"{entry['name']!r} ({', '.join(sorted(providers))}): this limit "
+                             "would never apply")
             if entry["name"] != provider:
                 continue
             for limit, size in zip(entry["limit"], entry["window_size"]):
@@ -408,6 +410,7 @@ class AIRateLimiter:
             hide_providers=settings["error_hide_providers"],
             jitter_max=settings["retry_after_jitter_max"],
             scope=settings.get("namespace") or plugin.id,
+            whole_decrements=whole_decrements,
         )
 
     def identity(self, request: Request, exchange: Exchange) -> str:
@@ -478,6 +481,8 @@ class AIRateLimiter:
             return
         found, amount = reserved
         delta = self.spent(exchange) - amount
+        if delta < 0 and self.whole_decrements:
+            delta = float(math.ceil(delta))  # Kong decreases Redis counters by whole numbers
         if delta:
             Deferred.fromCoroutine(self.store.charge(found, delta)).addErrback(
                 lambda failure: self._logger.error(
