@@ -34,6 +34,7 @@ SERVING = {
     "ai-rate-limiting-advanced": ["ai_rate_limiting_advanced/__init__.py",
                                   "ai_rate_limiting_advanced/handler.py", "redis.py"],
     "file-log": ["file_log.py"],
+    "rate-limiting": ["rate_limiting.py", "ai_rate_limiting_advanced/handler.py", "redis.py"],
     "prometheus": ["prometheus.py"],
     "ai-proxy-advanced": ["ai_proxy_advanced/__init__.py", "ai_proxy_advanced/handler.py",
                           "ai_proxy_advanced/resources.py", "ai_proxy_advanced/balancer.py",
@@ -147,7 +148,7 @@ def sample(spec: Field) -> Any:
 BASE = {
     "ai-rate-limiting-advanced": {"llm_providers": [{"name": "gemini", "limit": [1], "window_size": [60]}]},
     "file-log": {"path": "/tmp/x.log"},
-    "key-auth": {}, "prometheus": {},
+    "key-auth": {}, "prometheus": {}, "rate-limiting": {"minute": 1},
     "ai-proxy-advanced": {"targets": [{"route_type": "llm/v1/chat", "model": {"provider": "gemini"}}]},
 }
 

@@ -14,6 +14,8 @@ phase methods the pipeline calls, in Kong's priority order:
 
 and, for a plugin that answers in the place of the upstream (ai-proxy-advanced),
 a ``resource``: the ``twisted.web`` resource rendered below the route's path.
+The phase names are looked up by name, so a phase object keeps its ``Logger``
+under another one (``_logger``).
 
 The built-in plugins are the rooms of this package.  Others are found with
 Twisted's own plugin mechanism: a package that installs a module into
@@ -40,6 +42,7 @@ T = TypeVar("T")
 #: The rooms of this package, by module: Kong's bundled plugins that gatewayd serves.
 BUILTIN = (
     "gatewayd.plugins.key_auth",
+    "gatewayd.plugins.rate_limiting",
     "gatewayd.plugins.ai_rate_limiting_advanced",
     "gatewayd.plugins.ai_proxy_advanced",
     "gatewayd.plugins.prometheus",

@@ -37,6 +37,8 @@ services:
       - name: hello
         paths: [/hello]
         strip_path: false
+      - name: limited
+        paths: [/limited]
   - name: files
     url: http://127.0.0.1:{port}
     routes:
@@ -54,6 +56,9 @@ plugins:
   - name: hello
     route: hello
     config: {{greeting: from a pip-installed plugin}}
+  - name: rate-limiting
+    route: limited
+    config: {{hour: 2, limit_by: ip}}
 """
 
 
@@ -145,6 +150,18 @@ def test_the_pip_installed_plugin_runs_in_its_phases(daemon):
     record = read_records(daemon.file_log)[before]
     assert record["hello"] == {"bytes": len(body)}  # body filter and log phase, before file-log
     assert get(daemon, "/items/x")[1].get("x-hello") is None  # scoped to its route
+
+
+def test_kongs_rate_limiting_runs_around_plain_proxying(daemon):
+    hour = time.gmtime().tm_hour
+    first, second, third = (get(daemon, "/limited/x") for _ in range(3))
+    assert [first[0], second[0]] == [200, 200]
+    assert (first[1]["x-ratelimit-limit-hour"], first[1]["x-ratelimit-remaining-hour"]) == ("2", "1")
+    assert second[1]["ratelimit-remaining"] == "0"
+    if time.gmtime().tm_hour == hour:  # a new hour would count afresh, as in Kong
+        assert third[0] == 429
+        assert json.loads(third[2])["message"] == "API rate limit exceeded"  # Kong's body on a plain route
+        assert 0 < int(third[1]["retry-after"]) <= 3600
 
 
 def rss_kib(pid: int) -> int:
