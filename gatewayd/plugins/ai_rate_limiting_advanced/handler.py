@@ -2,10 +2,18 @@
 
 At access the request *reserves* an estimate of what it will spend (its prompt,
 from the body's size) and is let in only while every window still has room; at
-log the reservation is *settled* against the usage the upstream reported
-(streams: their final usage).  Concurrent requests therefore see each other's
-reservations, and a consumer can overshoot a budget by at most one request's
-worth, the one that was admitted while room remained.
+log the reservation is *settled* to exactly the usage its log record carries
+(``exchange.ai_usage``: a stream's final usage, the attempt that served after a
+failover, nothing for an answer without usage), the same numbers the file-log
+writes and the prometheus plugin adds to ``kong_ai_llm_tokens_total``.
+Concurrent requests therefore see each other's reservations, and a consumer can
+overshoot a budget by at most one request's worth, the one that was admitted
+while room remained.
+
+The headers are Kong's: ``X-AI-RateLimit-Limit-<window>-<provider>`` and
+``-Remaining-`` (what was left before this request) on every answer; on a 429
+also ``X-AI-RateLimit-Reset`` and ``X-AI-RateLimit-Retry-After`` and, per spent
+window, ``-Reset-<window>-<provider>`` and ``-Retry-After-<window>-<provider>``.
 
 Windows are Kong's: ``fixed`` counts per aligned window; ``sliding`` adds the
 previous window's count weighted by how much of it still overlaps.  The same
@@ -20,7 +28,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, NoReturn, Protocol, Sequence
 
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred, TimeoutError
@@ -50,6 +58,12 @@ def _number(value: float) -> str:
     if float(value).is_integer():
         return str(int(value))
     return f"{value:.6f}".rstrip("0").rstrip(".")
+
+
+def header_number(value: float) -> str:
+    """A header's number as Kong writes it (Lua's ``tostring``, ``%.14g``): a cost budget's
+    remaining millionths of a dollar are not rounded away."""
+    return format(value, ".14g")
 
 
 @frozen
@@ -430,15 +444,23 @@ class AIRateLimiter:
         return f"{self.identifier}:{value}"
 
     def estimate(self, exchange: Exchange) -> float:
-        """What to reserve before the upstream says: the prompt, guessed from the body."""
+        """What to reserve before the upstream says: the prompt, guessed from the body.
+
+        Where counters only go down by whole units (Redis without
+        ``decrease_by_fractions_in_redis``) a cost is reserved in whole units only, so
+        settling never has to give back a fraction it cannot, and the counter ends at
+        exactly what the record says was spent."""
         prompt = exchange.request_size / BYTES_PER_TOKEN
         if self.count in ("total_tokens", "prompt_tokens"):
             return math.ceil(prompt)
         if self.count == "cost":
-            return prompt * self.input_cost / 1e6
+            cost = prompt * self.input_cost / 1e6
+            return float(math.floor(cost)) if self.whole_decrements else cost
         return 0.0
 
     def spent(self, exchange: Exchange) -> float:
+        """What the request spent in this limiter's unit: the number its log record carries
+        as ``ai.proxy.usage.<tokens_count_strategy>`` (0 when the answer had no usage)."""
         usage = exchange.ai_usage or {}
         return float(usage.get(self.count) or 0)
 
@@ -456,23 +478,36 @@ class AIRateLimiter:
                                "through: {error}", error=str(error))
             return
         if not self.hide_headers:
-            for window, counter, usage in zip(self.windows, found, used):
+            # Kong's Limit and Remaining on every answer; Remaining is what was left before
+            # this request (its own spending shows on the next one).
+            for window, usage in zip(self.windows, used):
                 suffix = f"{window.label}-{window.provider}"
-                request.setHeader(f"X-AI-RateLimit-Limit-{suffix}", _number(window.limit))
+                request.setHeader(f"X-AI-RateLimit-Limit-{suffix}", header_number(window.limit))
                 request.setHeader(f"X-AI-RateLimit-Remaining-{suffix}",
-                                  _number(max(0.0, window.limit - usage)))
-                request.setHeader(f"X-AI-RateLimit-Reset-{suffix}", str(math.ceil(counter.reset)))
+                                  header_number(max(0.0, window.limit - usage)))
         if allowed:
             exchange.plugin_data[self.plugin_id] = (found, amount)
             return
-        exceeded = [(w, c) for w, c, u in zip(self.windows, found, used) if u >= w.limit]
+        self._refuse(request, [(w, c) for w, c, u in zip(self.windows, found, used) if u >= w.limit])
+
+    def _refuse(self, request: Request, exceeded: Sequence[tuple[Window, Counter]]) -> NoReturn:
+        """Kong's 429: when each spent window and the whole budget reset, and when to retry
+        (the reset plus up to ``retry_after_jitter_max`` seconds); these are sent even with
+        ``hide_client_headers``, which hides only Limit and Remaining."""
+        jitter = math.ceil(random.uniform(0, self.jitter_max)) if self.jitter_max else 0
+        for window, counter in exceeded:
+            suffix = f"{window.label}-{window.provider}"
+            request.setHeader(f"X-AI-RateLimit-Reset-{suffix}", str(math.ceil(counter.reset)))
+            request.setHeader(f"X-AI-RateLimit-Retry-After-{suffix}", str(math.ceil(counter.reset) + jitter))
         reset = max(math.ceil(c.reset) for _, c in exceeded)
-        retry = reset + (math.ceil(random.uniform(0, self.jitter_max)) if self.jitter_max else 0)
-        providers = "" if self.hide_providers else ", ".join(dict.fromkeys(w.provider for w, _ in exceeded))
         request.setHeader("X-AI-RateLimit-Reset", str(reset))
+        request.setHeader("X-AI-RateLimit-Retry-After", str(reset + jitter))
+        providers = "" if self.hide_providers else ", ".join(dict.fromkeys(w.provider for w, _ in exceeded))
+        # Retry-After beside Kong's headers: the anthropic SDK and Claude Code time their
+        # retry by it alone (a difference from Kong the README names).
         raise errors.APIError(
             self.error_code, "rate_limit_error", (self.error_message + providers).strip(),
-            headers=(("retry-after", str(retry)),),
+            headers=(("retry-after", str(reset + jitter)),),
         )
 
     def log(self, request: Request, exchange: Exchange, record: Mapping[str, Any]) -> None:
