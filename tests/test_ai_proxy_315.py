@@ -317,3 +317,46 @@ class RefusalAtLoad(GatewayInMemory):
     def test_the_message_names_file_entity_and_field(self):
         self.assertIn("20-ai-proxy-advanced.yaml: plugins[0] (ai-proxy-advanced): "
                       "config.targets[0].model.options.upstream_path: not served by gatewayd", self.error)
+
+
+GEMINI_KEY_IN_BODY = """_format_version: "3.0"
+plugins:
+  - name: ai-proxy-advanced
+    config:
+      llm_format: anthropic
+      targets:
+      - route_type: llm/v1/chat
+        logging: {log_statistics: true, log_payloads: true}
+        auth:
+          param_name: key
+          param_value: fake-gemini-key
+          param_location: body
+        model:
+          provider: gemini
+          name: gemini-2.5-flash
+          options:
+            upstream_url: "https://fake.test/v1beta/models/gemini-2.5-flash:generateContent"
+"""
+
+
+class KeyInTheBody(GatewayInMemory):
+    """``auth.param_location: body``: Kong's pre_request puts the parameter into the JSON body
+    sent upstream, never into the query.  Google reads an API key from the query or a header
+    only, so the Gemini API refuses the call as unauthenticated, as it would refuse Kong's."""
+
+    extra_files = {"20-ai-proxy-advanced.yaml": GEMINI_KEY_IN_BODY}
+
+    def test_the_key_goes_into_the_upstream_json_body(self):
+        status, _, text = self.post(ask("hi"))
+        (call,) = self.fake.requests
+        self.assertEqual(call["path"], "/v1beta/models/gemini-2.5-flash:generateContent")
+        self.assertEqual(call["body"]["key"], "fake-gemini-key")
+        self.assertEqual(call["body"]["contents"][-1]["parts"], [{"text": "hi"}])
+        self.assertEqual(call["query"], {})
+        self.assertNotIn("x-goog-api-key", call["headers"])
+        self.assertEqual((status, call["status"]), (403, 403))
+        self.assertIn("credentials were rejected by the upstream", json.loads(text)["error"]["message"])
+        (record,) = self.records()
+        logged = json.dumps(record)
+        self.assertNotIn("fake-gemini-key", logged)  # not in the logged payload, nor the upstream URI
+        self.assertNotIn("fake-gemini-key", text)

@@ -13,7 +13,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from treq.testing import StubTreq
 
-from gatewayd.fakevertex import FakeVertex, auth, make_resource, model, rules
+from gatewayd.fakevertex import FakeVertex, auth, claude, make_resource, model, rules
 from gatewayd.fakevertex.errors import Rejected
 
 USER = {"role": "user", "parts": [{"text": "hi"}]}
@@ -842,3 +842,49 @@ def test_retry_info_only_on_gemini_api_429s():
     assert "details" not in vertex.error.body()["error"]
     gemini, _ = run_script([{"role": "user", "parts": [{"text": "[[fail 429]]"}]}], api="gemini")
     assert gemini.error.body()["error"]["details"][0]["retryDelay"] == "12s"
+
+
+# --- Claude on Vertex (publisher anthropic) ----------------------------------------------------
+
+CLAUDE_READ = [{"name": "Read", "description": "read", "input_schema": {"type": "object"}}]
+
+
+def claude_body(*messages, tools=CLAUDE_READ):
+    return {"anthropic_version": "vertex-2023-10-16", "max_tokens": 100, "messages": list(messages), "tools": tools}
+
+
+def claude_rejected(body) -> str:
+    with pytest.raises(claude.ClaudeRejected) as info:
+        claude.check_messages(body, stream=False)
+    assert info.value.code == 400
+    return info.value.body["error"]["message"]
+
+
+def test_claude_reads_the_file_it_is_asked_to_and_answers_the_result():
+    ask = {"role": "user", "content": [{"type": "text", "text": "Please read the file /tmp/a.txt."}]}
+    first = claude.answer(claude.check_messages(claude_body(ask), stream=False), "claude-sonnet-4-5@20250929")
+    (call,) = first["content"]
+    assert (call["type"], call["name"], call["input"]) == ("tool_use", "Read", {"file_path": "/tmp/a.txt"})
+    assert first["stop_reason"] == "tool_use"
+    result = {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": call["id"], "content": [{"type": "text", "text": "fifteen books"}]}]}
+    body = claude_body(ask, {"role": "assistant", "content": first["content"]}, result)
+    second = claude.answer(claude.check_messages(body, stream=False), "claude-sonnet-4-5@20250929")
+    assert second["content"] == [{"type": "text", "text": "Tool results: Read fifteen books"}]
+    assert second["stop_reason"] == "end_turn"
+    # Without a Read tool, the same words are only text.
+    plain = claude.answer(claude.check_messages(claude_body(ask, tools=[]), stream=False), "claude-sonnet-4-5@20250929")
+    assert plain["content"][0]["text"].startswith("Claude: Please read")
+
+
+def test_claude_tool_results_must_answer_the_calls_just_before():
+    ask = {"role": "user", "content": "Please read the file /tmp/a.txt"}
+    call = {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {}}]}
+    wrong = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "x"},
+                                         {"type": "tool_result", "tool_use_id": "toolu_2", "content": "x"}]}
+    assert claude_rejected(claude_body(ask, call, wrong)).startswith(
+        "messages.2.content.1: unexpected `tool_use_id` found in `tool_result` blocks: toolu_2.")
+    assert claude_rejected(claude_body(ask, call, ask)).startswith(
+        "messages.1: `tool_use` ids were found without `tool_result` blocks immediately after: toolu_1.")
+    right = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "x"}]}
+    claude.check_messages(claude_body(ask, call, right), stream=False)

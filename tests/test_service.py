@@ -11,6 +11,7 @@ from pathlib import Path
 from twisted.internet.defer import fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import IResource
 from treq.testing import StubTreq
 
 from gatewayd.config import load_config
@@ -80,7 +81,7 @@ class GatewayInMemory(SynchronousTestCase):
             "DECK_GCP_PROJECT_ID": "fake-project",
             "DECK_GEMINI_LOCATION_ID": "us-central1",
         }
-        upstream = self.upstream = StubTreq(make_resource(self.fake, self.clock))
+        upstream = self.upstream = StubTreq(self.upstream_resource())
         source = self.token_source or StaticToken(self.fake.issue_token()["access_token"])
         registry = self.registry or installed()
         _, self.gateway = build(
@@ -92,6 +93,10 @@ class GatewayInMemory(SynchronousTestCase):
             registry=registry,
         )
         self.client = stub_client(GatewayRoot(self.gateway))
+
+    def upstream_resource(self) -> IResource:
+        """What answers the gateway's upstream calls: the strict fake, unless a test says otherwise."""
+        return make_resource(self.fake, self.clock)
 
     def post(
         self, body: dict, url: str = MESSAGES, headers: dict[str, str] | None = None
