@@ -121,6 +121,7 @@ class TimedBody:
     def pauseProducing(self) -> None:
         self._paused = True
         _cancel(self._turn)
+        self._turn = None  # resumeProducing schedules the next turn
         if self._stall is None or not self._stall.active():
             self._stall = self._reactor.callLater(self._write_timeout, self._stalled)
 
