@@ -124,6 +124,16 @@ class FakeVertex:
         request = urllib.request.Request(self.url + "/_fake/token-fault", data=(mode or "").encode(), method="PUT")
         urllib.request.urlopen(request).read()
 
+    def model_fault(self, mode: str | None) -> None:
+        """Have model calls hang, answer ``mode`` seconds late (or, with None, behave)."""
+        request = urllib.request.Request(self.url + "/_fake/model-fault", data=(mode or "").encode(), method="PUT")
+        urllib.request.urlopen(request).read()
+
+    def held(self) -> dict[str, object]:
+        """The model fault, the calls it holds now and those whose client left."""
+        with urllib.request.urlopen(self.url + "/_fake/model-fault") as response:
+            return json.load(response)
+
     def clear(self) -> None:
         request = urllib.request.Request(self.url + "/_fake/requests", method="DELETE")
         urllib.request.urlopen(request).read()

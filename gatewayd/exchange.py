@@ -103,7 +103,9 @@ class Exchange:
             "upstream_uri": _redact_uri(self.upstream_uri, self.hidden_query) if self.upstream_uri else "",
             "upstream_status": self._upstream_status(),
             "response": {
-                "status": request.code,
+                # nginx's 499 for a client that closed before a byte of the answer was sent
+                # (ngx_http_terminate_request); one that leaves mid-answer keeps its status.
+                "status": 499 if self.client_gone and not request.startedWriting else request.code,
                 "headers": response_headers,
                 "size": getattr(request, "bytes_sent", request.sentLength),
             },
@@ -149,14 +151,8 @@ class Exchange:
         if self.proxy_started is None:
             return {"kong": total_ms, "proxy": -1, "request": total_ms, "receive": 0}
         first_byte = self.proxy_first_byte
-        if first_byte is None:
-            # An LLM route: gatewayd reads a oneshot answer whole before translating it, and
-            # a stream's first event is where its head counts (see the README).
-            first_token = (self.ai_usage or {}).get("time_to_first_token")
-            if first_token is not None and (self.ai_meta or {}).get("request_mode") == "stream":
-                first_byte = self.proxy_started + first_token / 1000
-            else:
-                first_byte = self.proxy_finished if self.proxy_finished is not None else finished
+        if first_byte is None:  # no response head came: the wait lasted until the end
+            first_byte = self.proxy_finished if self.proxy_finished is not None else finished
         last_byte = self.proxy_finished if self.proxy_finished is not None else finished
         return {
             "kong": _ms(self.proxy_started - self.started),

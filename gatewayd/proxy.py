@@ -16,7 +16,7 @@ verification, like Kong's keepalive pools.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from attrs import define, field, frozen
 from OpenSSL import SSL
@@ -24,7 +24,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import DNSLookupError, TimeoutError as ConnectTimeout
 from twisted.internet.interfaces import (
-    IConsumer,
     IDelayedCall,
     IOpenSSLClientConnectionCreator,
     IPushProducer,
@@ -44,7 +43,7 @@ from twisted.web.client import (
     ResponseFailed,
 )
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer, IResponse
+from twisted.web.iweb import IResponse
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
@@ -53,6 +52,7 @@ from gatewayd.config import Service
 from gatewayd.exchange import Exchange
 from gatewayd.kong_response import SERVER_TOKENS, kong_error, nginx_error
 from gatewayd.site import body_size
+from gatewayd.upstream import TimedBody
 
 #: Kong's ``Via`` for HTTP/1.1 to the upstream (``DEFAULT_PROXY_HTTP_VERSION`` and the server tokens).
 VIA = f"1.1 {SERVER_TOKENS}"
@@ -355,7 +355,7 @@ class _Try:
         self.expired: str | None = None  # which timeout ended the try
         self.pending: Deferred[Any] | None = None
         self.deadline: IDelayedCall | None = None
-        self.body: _FileBody | None = None
+        self.body: TimedBody | None = None
         #: The upstream's connection-control headers, once its response head has come.
         self.connection_headers = Headers()
 
@@ -374,7 +374,7 @@ class _Try:
             peer = connection.transport.getPeer()
             self.entry["ip"] = getattr(peer, "host", self.entry["ip"])
             if self.length:
-                self.body = _FileBody(
+                self.body = TimedBody(
                     self.content, self.length, self.proxy.reactor, service.write_timeout / 1000, self._sent, self._write_expired
                 )
             responding = self.pending = connection.request(
@@ -437,82 +437,6 @@ class _Try:
         if type(error) is ResponseFailed:  # bytes came but no valid head: not retried (invalid_header)
             return _Failed(502, f"invalid response: {error}", sent=True, retryable=False)
         return _Failed(502, f"connection failed: {error}", sent=True)
-
-
-@implementer(IBodyProducer)
-class _FileBody:
-    """The spooled request body, sent a piece per reactor turn while the upstream socket takes it.
-
-    The transport pauses it while its buffer is full; staying paused past the
-    write timeout (nginx's ``proxy_send_timeout``, between two writes) fails the try.
-    """
-
-    piece = 65536
-
-    def __init__(
-        self,
-        file: Any,
-        length: int,
-        reactor: Any,
-        write_timeout: float,
-        sent: Callable[[], None],
-        expired: Callable[[], None],
-    ) -> None:
-        self.length = length
-        self._file, self._reactor, self._write_timeout = file, reactor, write_timeout
-        self._sent, self._expired = sent, expired
-        self._consumer: IConsumer | None = None
-        self._done: Deferred[None] = Deferred()
-        self._paused = self._stopped = False
-        self._turn: IDelayedCall | None = None
-        self._stall: IDelayedCall | None = None
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        self._consumer = consumer
-        self._file.seek(0)  # from the start, on every try
-        self._write()
-        return self._done
-
-    def _write(self) -> None:
-        self._turn = None
-        if self._paused or self._stopped:
-            return
-        try:
-            data = self._file.read(self.piece)
-        except ValueError:  # the file is closed: the client left with the request
-            self.stopProducing()
-            return
-        assert self._consumer is not None
-        if data:
-            self._consumer.write(data)
-        if not data or self._file.tell() >= self.length:
-            self._stopped = True
-            self._sent()
-            self._done.callback(None)
-        elif not self._paused and not self._stopped:
-            self._turn = self._reactor.callLater(0, self._write)
-
-    def pauseProducing(self) -> None:
-        self._paused = True
-        _cancel(self._turn)
-        if self._stall is None or not self._stall.active():
-            self._stall = self._reactor.callLater(self._write_timeout, self._stalled)
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        _cancel(self._stall)
-        if not self._stopped and self._turn is None:
-            self._turn = self._reactor.callLater(0, self._write)
-
-    def stopProducing(self) -> None:
-        self._stopped = True
-        _cancel(self._turn)
-        _cancel(self._stall)
-
-    def _stalled(self) -> None:
-        self.stopProducing()
-        self._expired()
-        self._done.errback(Failure(TimeoutError("upstream write timed out")))
 
 
 @implementer(IPushProducer)

@@ -10,12 +10,13 @@ signature, so a ``treq.testing.StubTreq`` still stands in for it in tests.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IConsumer, IStreamClientEndpoint
+from twisted.internet.interfaces import IConsumer, IDelayedCall, IStreamClientEndpoint
+from twisted.python.failure import Failure
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, URI
 from twisted.web.error import SchemeNotSupported
 from twisted.web.http_headers import Headers
@@ -58,6 +59,92 @@ class BytesProducer:
 
     def stopProducing(self) -> None:
         pass
+
+
+@implementer(IBodyProducer)
+class TimedBody:
+    """A request body sent with nginx's timing: a piece per reactor turn while the upstream
+    socket takes it, and a note of the moment it has all been handed over.
+
+    ``file`` is the client's spooled body (the plain proxy) or a ``BytesIO`` (an LLM call).
+    The transport pauses the producer while its buffer is full; staying paused past
+    ``write_timeout`` (nginx's ``proxy_send_timeout``, between two writes) calls ``expired``
+    and fails the request.  ``sent`` is called once the last piece is written: nginx's read
+    timeout starts there.
+    """
+
+    piece = 65536
+
+    def __init__(
+        self,
+        file: Any,
+        length: int,
+        reactor: Any,
+        write_timeout: float,
+        sent: Callable[[], None],
+        expired: Callable[[], None],
+    ) -> None:
+        self.length = length
+        self._file, self._reactor, self._write_timeout = file, reactor, write_timeout
+        self._sent, self._expired = sent, expired
+        self._consumer: IConsumer | None = None
+        self._done: Deferred[None] = Deferred()
+        self._paused = self._stopped = False
+        self._turn: IDelayedCall | None = None
+        self._stall: IDelayedCall | None = None
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        self._consumer = consumer
+        self._file.seek(0)  # from the start, on every try
+        self._write()
+        return self._done
+
+    def _write(self) -> None:
+        self._turn = None
+        if self._paused or self._stopped:
+            return
+        try:
+            data = self._file.read(self.piece)
+        except ValueError:  # the file is closed: the client left with the request
+            self.stopProducing()
+            return
+        assert self._consumer is not None
+        if data:
+            self._consumer.write(data)
+        if not data or self._file.tell() >= self.length:
+            self._stopped = True
+            self._sent()
+            self._done.callback(None)
+        elif not self._paused and not self._stopped:
+            self._turn = self._reactor.callLater(0, self._write)
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        _cancel(self._turn)
+        self._turn = None  # resumeProducing schedules the next turn
+        if self._stall is None or not self._stall.active():
+            self._stall = self._reactor.callLater(self._write_timeout, self._stalled)
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        _cancel(self._stall)
+        if not self._stopped and self._turn is None:
+            self._turn = self._reactor.callLater(0, self._write)
+
+    def stopProducing(self) -> None:
+        self._stopped = True
+        _cancel(self._turn)
+        _cancel(self._stall)
+
+    def _stalled(self) -> None:
+        self.stopProducing()
+        self._expired()
+        self._done.errback(Failure(TimeoutError("upstream write timed out")))
+
+
+def _cancel(call: IDelayedCall | None) -> None:
+    if call is not None and call.active():
+        call.cancel()
 
 
 @implementer(IAgentEndpointFactory)
@@ -108,11 +195,13 @@ class UpstreamClient:
     def post(
         self,
         url: str,
-        data: bytes = b"",
+        data: bytes | IBodyProducer = b"",
         headers: Mapping[str, str] | None = None,
         unbuffered: bool = True,
     ) -> Deferred[IResponse]:
+        """POST ``data``: bytes, or a producer such as :class:`TimedBody` (as treq takes one)."""
         raw = Headers()
         for name, value in (headers or {}).items():
             raw.setRawHeaders(name.encode("latin-1"), [value.encode("latin-1")])
-        return self.agent.request(b"POST", url.encode("ascii"), raw, BytesProducer(data))
+        body = BytesProducer(data) if isinstance(data, bytes) else data
+        return self.agent.request(b"POST", url.encode("ascii"), raw, body)

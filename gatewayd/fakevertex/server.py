@@ -12,6 +12,11 @@
                                                     streams whose client left before their end}
     PUT    /_fake/token-fault                       body "500", "close", "hang" or empty: how
                                                     /token misbehaves from now on (empty: it does not)
+    PUT    /_fake/model-fault                       body "hang" (model calls are taken and never
+                                                    answered), a number of seconds (they are answered
+                                                    that late) or empty (they are answered at once)
+    GET    /_fake/model-fault                       {"mode": ..., "held": calls held now, "dropped":
+                                                    held calls whose client left}
 """
 
 import json
@@ -67,6 +72,11 @@ class FakeVertex:
     fail_all: int | None = None
     #: When set, one of TOKEN_FAULTS: how the token endpoint misbehaves.
     token_fault: str | None = None
+    #: When set, "hang" or a number of seconds: model calls go unanswered, or answered that late.
+    model_fault: str | None = None
+    #: Model calls held by ``model_fault`` now, and those whose client left while held.
+    held: int = 0
+    dropped: int = 0
     #: Seconds an issued access token is valid.
     token_lifetime: int = 3600
     wall_clock: Callable[[], float] = time.time
@@ -197,6 +207,32 @@ class ModelResource(Resource):
         self._api = api
 
     def render_POST(self, request: Request) -> bytes | int:
+        fault = self._fake.model_fault
+        if fault is None:
+            return self._answer(request)
+        fake = self._fake
+        fake.held += 1
+        later = None if fault == "hang" else self._reactor.callLater(float(fault), self._late, request)
+
+        def left(reason: object) -> None:
+            if later is None or later.active():  # still held when the client left
+                if later is not None:
+                    later.cancel()
+                fake.held -= 1
+                fake.dropped += 1
+
+        request.notifyFinish().addErrback(left)
+        return NOT_DONE_YET
+
+    def _late(self, request: Request) -> None:
+        """Answer a call ``model_fault`` held, as it would have been answered at once."""
+        self._fake.held -= 1
+        answered = self._answer(request)
+        if answered is not NOT_DONE_YET:
+            request.write(answered)
+            request.finish()
+
+    def _answer(self, request: Request) -> bytes | int:
         raw = request.content.read()
         try:
             body: Any = json.loads(raw) if raw.strip() else {}
@@ -426,6 +462,32 @@ class TokenFaultResource(Resource):
         return b""
 
 
+class ModelFaultResource(Resource):
+    """Switch how model calls misbehave while the fake runs, and count the calls held."""
+
+    isLeaf = True
+
+    def __init__(self, fake: FakeVertex) -> None:
+        super().__init__()
+        self._fake = fake
+
+    def render_PUT(self, request: Request) -> bytes:
+        mode = request.content.read().decode("ascii", "replace").strip()
+        if mode and mode != "hang":
+            try:
+                if float(mode) < 0:
+                    raise ValueError(mode)
+            except ValueError:
+                return _json(request, 400, {"error": 'model fault must be "hang", seconds, or empty'})
+        self._fake.model_fault = mode or None
+        request.setResponseCode(204)
+        return b""
+
+    def render_GET(self, request: Request) -> bytes:
+        fake = self._fake
+        return _json(request, 200, {"mode": fake.model_fault, "held": fake.held, "dropped": fake.dropped})
+
+
 class StreamsResource(Resource):
     """How many streams are open, and how many were cut off by their client."""
 
@@ -451,6 +513,7 @@ def make_resource(fake: FakeVertex, reactor: IReactorTime) -> IResource:
     internal.putChild(b"requests", RequestsResource(fake))
     internal.putChild(b"streams", StreamsResource(fake))
     internal.putChild(b"token-fault", TokenFaultResource(fake))
+    internal.putChild(b"model-fault", ModelFaultResource(fake))
     root.putChild(b"_fake", internal)
     return root
 

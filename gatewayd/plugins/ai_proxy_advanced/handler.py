@@ -8,20 +8,23 @@ the answer (or stream) back.  Everything a request did is noted on its
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import secrets
 import string
-from typing import Any, Awaitable, Callable, Mapping, NoReturn
+from typing import Any, Awaitable, Callable, Mapping
 
 from attrs import define, frozen
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.defer import Deferred
 from twisted.internet.error import TimeoutError as ConnectingTimeout
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import PotentialDataLoss, ResponseDone
 from twisted.web.iweb import IResponse
 from twisted.web.server import Request
-import treq
 from treq.client import HTTPClient
 
 from gatewayd import errors
@@ -34,7 +37,7 @@ from gatewayd.providers.gemini import VERTEX_ANTHROPIC_VERSION, Target
 from gatewayd.providers.usage import Tokens, kong_usage, tokens_from_anthropic, tokens_from_gemini
 from .claude import ClaudePassthrough
 from .stream import SSEBridge
-from gatewayd.upstream import UpstreamClient
+from gatewayd.upstream import TimedBody, UpstreamClient
 from gatewayd.translate import (
     Prepared,
     SignatureMemory,
@@ -245,31 +248,31 @@ class AIProxy:
             raise ClientGone()
         if exchange.proxy_started is None:
             exchange.proxy_started = self.reactor.seconds()
-        pending: Deferred[IResponse] = self.client.post(
-            target.url(action),
-            data=json.dumps(body, ensure_ascii=False).encode("utf-8"),
-            headers=headers,
-            unbuffered=True,
-        )
-        # The body goes to the kernel in one write, so the time it may take to
-        # leave is part of the wait for the answer's first byte.  Cancelling
-        # Agent's Deferred fails it with whatever the connection was doing
-        # (ResponseNeverReceived, ConnectingCancelledError), not CancelledError,
-        # so the outcome comes from why it was cancelled: the timeout, or the
-        # client leaving (``exchange.client_gone``, set by the router's errback).
-        pending.addTimeout(
-            self.settings.write_timeout + self.settings.read_timeout,
-            self.reactor,
-            onTimeoutCancel=_answer_timed_out,
-        )
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        timing = _AttemptTimers(self.reactor, self.settings.read_timeout)
+        # connect_timeout is the endpoint's (client_for); the body's producer keeps
+        # write_timeout between writes and starts read_timeout once it is all out.
+        sending: bytes | TimedBody = data
+        if isinstance(self.client, UpstreamClient):
+            sending = TimedBody(
+                io.BytesIO(data), len(data), self.reactor, self.settings.write_timeout,
+                timing.sent, timing.write_expired,
+            )
+        else:  # a test's StubTreq takes bytes only, and they leave at once
+            timing.sent()
+        pending = timing.pending = self.client.post(target.url(action), data=sending, headers=headers, unbuffered=True)
         request.notifyFinish().addErrback(lambda _: pending.cancel())
         try:
             response = await pending
-        except _AnswerTimedOut:
-            raise _Failed("timeout", errors.upstream_timeout(target.host, "answer")) from None
         except Exception as error:
+            # Cancelling Agent's Deferred fails it with whatever the connection was doing
+            # (ResponseNeverReceived, ConnectingCancelledError), so the outcome comes from
+            # why it was cancelled: a timer, or the client leaving (``exchange.client_gone``,
+            # set by the router's errback).
             if exchange.client_gone:
                 raise ClientGone() from None
+            if timing.expired is not None:
+                raise _Failed("timeout", errors.upstream_timeout(target.host, timing.expired)) from None
             if isinstance(error, ConnectingTimeout):
                 raise _Failed("timeout", errors.upstream_timeout(target.host, "connect")) from None
             self.log.warn(
@@ -280,6 +283,10 @@ class AIProxy:
             raise _Failed(
                 "error", errors.APIError(502, "api_error", f"upstream unreachable: {target.host}")
             ) from None
+        finally:
+            timing.stop()
+        # Kong's latencies.proxy ends at the upstream's response head (its header_filter).
+        exchange.proxy_first_byte = self.reactor.seconds()
         exchange.tried_targets[-1]["ip"] = _peer_ip(response)
         return response
 
@@ -298,18 +305,20 @@ class AIProxy:
         return {"Authorization": f"Bearer {token}"}
 
     async def _read(self, request: Request, response: IResponse, exchange: Exchange) -> bytes:
-        reading: Deferred[bytes] = treq.content(response)
-        reading.addTimeout(self.settings.read_timeout, self.reactor)
-        request.notifyFinish().addErrback(lambda _: reading.cancel())
+        """The upstream's whole body, with nginx's read timeout between two reads."""
+        reader = _BodyReader(self.reactor, self.settings.read_timeout)
+        request.notifyFinish().addErrback(lambda _: reader.client_gone())
+        response.deliverBody(reader)
         try:
-            raw = await reading
-        except TimeoutError:
-            _stop_reading(response)
-            raise _Failed("timeout", errors.upstream_timeout("the upstream", "body")) from None
-        except CancelledError:
-            _stop_reading(response)
-            raise ClientGone() from None
+            raw = await reader.done
+        except Exception as error:
+            self.log.warn("upstream body cut: {error}", error=str(error))
+            raise _Failed("error", errors.APIError(502, "api_error", "upstream connection lost")) from None
         exchange.proxy_finished = self.reactor.seconds()
+        if reader.timed_out:
+            raise _Failed("timeout", errors.upstream_timeout("the upstream", "body"))
+        if raw is None:
+            raise ClientGone()
         return raw
 
     def _check(self, response: IResponse, raw: bytes) -> None:
@@ -462,12 +471,90 @@ class _Failed(Exception):
     error: errors.APIError
 
 
-class _AnswerTimedOut(Exception):
-    """No answer from the upstream within write_timeout + read_timeout."""
+class _AttemptTimers:
+    """nginx's timers for one attempt's request: ``write_timeout`` between two writes of the
+    body, then ``read_timeout`` from the moment it has been sent until the response head.
+
+    ``expired`` names what the upstream did not do in time, once a timer has fired.
+    """
+
+    def __init__(self, reactor: IReactorTime, read_timeout: float) -> None:
+        self.reactor = reactor
+        self.read_timeout = read_timeout
+        self.pending: Deferred[IResponse] | None = None
+        self.expired: str | None = None
+        self._deadline: IDelayedCall | None = None
+
+    def sent(self) -> None:
+        self._deadline = self.reactor.callLater(self.read_timeout, self._read_expired)
+
+    def write_expired(self) -> None:
+        # The producer fails the request itself; Agent drops the connection.
+        self.expired = "request to be taken"
+
+    def _read_expired(self) -> None:
+        self.expired = "answer"
+        if self.pending is not None:
+            self.pending.cancel()
+
+    def stop(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
 
 
-def _answer_timed_out(result: object, timeout: float) -> NoReturn:
-    raise _AnswerTimedOut(timeout)
+class _BodyReader(Protocol):
+    """Collects a response body, giving up after ``read_timeout`` without a byte (nginx's
+    ``proxy_read_timeout``) or when the client leaves; either way the connection is dropped.
+
+    ``done`` fires with the body, or None when it was not read to its end.
+    """
+
+    def __init__(self, reactor: IReactorTime, read_timeout: float) -> None:
+        self.reactor = reactor
+        self.read_timeout = read_timeout
+        self.done: Deferred[bytes | None] = Deferred()
+        self.timed_out = False
+        self._parts: list[bytes] = []
+        self._idle: IDelayedCall | None = None
+        self._stopped = False
+
+    def connectionMade(self) -> None:
+        self._idle = self.reactor.callLater(self.read_timeout, self._stalled)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._parts.append(data)
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(self.read_timeout)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        if self.done.called:
+            return
+        if self._stopped:
+            self.done.callback(None)
+        elif reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(b"".join(self._parts))
+        else:
+            self.done.errback(reason)
+
+    def _stalled(self) -> None:
+        self.timed_out = True
+        self._stop()
+
+    def client_gone(self) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if self.done.called or self._stopped:
+            return
+        self._stopped = True
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        if self.transport is not None:
+            self.transport.stopProducing()
+        else:  # nothing delivered yet: nothing to stop
+            self.done.callback(None)
 
 
 def _transport_of(response: IResponse) -> Any:

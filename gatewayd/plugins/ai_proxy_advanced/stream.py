@@ -142,8 +142,10 @@ class SSEBridge(Protocol):
         if paused != self._upstream_paused and self.transport is not None and not self._closed:
             self._upstream_paused = paused
             if paused:
+                self._unwatch()  # the upstream is not silent: we are not reading
                 self.transport.pauseProducing()
             else:
+                self._watch()
                 self.transport.resumeProducing()
 
     # IPushProducer, for the client's request
@@ -161,7 +163,7 @@ class SSEBridge(Protocol):
 
     def _watch(self) -> None:
         """(Re)start the read timeout: the upstream may stay silent that long between chunks."""
-        if self._read_timeout is None:
+        if self._read_timeout is None or self._upstream_paused:
             return
         if self._idle is not None and self._idle.active():
             self._idle.reset(self._read_timeout)
