@@ -35,6 +35,7 @@ def compile(plugin: Plugin, context: CompileContext) -> AIRoute:
     except Refusal as refusal:
         raise refuse(plugin, refusal.field, refusal.message) from None
     targets = []
+    tokens: dict[str, TokenSource] = {}
     for index, target_config in enumerate(plugin.config["targets"]):
         try:
             target = target_from_config(target_config, index)
@@ -48,7 +49,10 @@ def compile(plugin: Plugin, context: CompileContext) -> AIRoute:
                 index=index,
             )
         if target.auth.kind in ("service_account", "adc"):
-            context.keep(("gcp-token", target.auth.identity()), lambda: _token_source(where, index, target, context))
+            identity = target.auth.identity()
+            tokens[identity] = context.keep(
+                ("gcp-token", identity), lambda: _token_source(where, index, target, context)
+            )
         targets.append(target)
     try:
         settings = BalancerConfig.from_config(plugin.config.get("balancer"))
@@ -62,11 +66,6 @@ def compile(plugin: Plugin, context: CompileContext) -> AIRoute:
         ("ai-proxy-advanced.balancer", plugin.id, tuple(targets), candidates, settings),
         lambda: Balancer(list(candidates), settings, context.reactor),
     )
-    tokens = {
-        target.auth.identity(): context.keep(("gcp-token", target.auth.identity()), _never)
-        for target in targets
-        if target.auth.kind in ("service_account", "adc")
-    }
     proxy = AIProxy(
         plugin_id=plugin.id,
         targets=tuple(targets),
@@ -88,10 +87,6 @@ def _token_source(where: str, index: int, target: Target, context: CompileContex
     except CredentialsError as error:
         raise ConfigurationError(f"{where}.targets[{index}].auth: {error}") from None
     return source
-
-
-def _never() -> TokenSource:
-    raise AssertionError("token sources are made while the targets are read")
 
 
 plugin = KongPlugin(
