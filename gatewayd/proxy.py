@@ -19,19 +19,16 @@ from __future__ import annotations
 from typing import Any
 
 from attrs import define, field, frozen
-from OpenSSL import SSL
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import DNSLookupError, TimeoutError as ConnectTimeout
 from twisted.internet.interfaces import (
     IDelayedCall,
-    IOpenSSLClientConnectionCreator,
     IPushProducer,
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Protocol
-from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
+from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import (
@@ -52,6 +49,7 @@ from gatewayd.config import Service
 from gatewayd.exchange import Exchange
 from gatewayd.kong_response import SERVER_TOKENS, kong_error, nginx_error
 from gatewayd.site import body_size
+from gatewayd.upstream import UnverifiedTLS
 from gatewayd.upstream import TimedBody
 
 #: Kong's ``Via`` for HTTP/1.1 to the upstream (``DEFAULT_PROXY_HTTP_VERSION`` and the server tokens).
@@ -259,7 +257,7 @@ class ServiceProxy:
         key = ("https", service.host, service.port, name, verify)
         endpoint = self._tls.get(name) if name == service.host else None
         if endpoint is None:
-            creator = optionsForClientTLS(name) if verify else _UnverifiedTLS(name)
+            creator = optionsForClientTLS(name) if verify else UnverifiedTLS(name)
             endpoint = wrapClientTLS(creator, self._tcp)
             if name == service.host:  # a client's Host (preserve_host) is not kept: it varies
                 self._tls[name] = endpoint
@@ -509,23 +507,6 @@ class _Relay(Protocol):
     def _stalled(self) -> None:
         self._timed_out = True
         self.transport.stopProducing()
-
-
-@implementer(IOpenSSLClientConnectionCreator)
-class _UnverifiedTLS:
-    """TLS with SNI and no certificate check: nginx's ``proxy_ssl_verify off``, Kong's default."""
-
-    def __init__(self, name: str) -> None:
-        self._name = None if isIPAddress(name) or isIPv6Address(name) else name.encode("idna")
-        self._context = CertificateOptions().getContext()
-
-    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
-        connection = SSL.Connection(self._context, None)
-        if self._name is not None:
-            connection.set_tlsext_host_name(self._name)
-        connection.set_app_data(tlsProtocol)
-        connection.set_connect_state()
-        return connection
 
 
 def _host_name(host: str) -> str:

@@ -13,9 +13,12 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 from attrs import define, field, frozen
+from OpenSSL import SSL
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IConsumer, IDelayedCall, IStreamClientEndpoint
+from twisted.internet.interfaces import IConsumer, IDelayedCall, IOpenSSLClientConnectionCreator, IStreamClientEndpoint
+from twisted.internet.ssl import CertificateOptions
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, URI
 from twisted.web.error import SchemeNotSupported
@@ -205,3 +208,21 @@ class UpstreamClient:
             raw.setRawHeaders(name.encode("latin-1"), [value.encode("latin-1")])
         body = BytesProducer(data) if isinstance(data, bytes) else data
         return self.agent.request(b"POST", url.encode("ascii"), raw, body)
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class UnverifiedTLS:
+    """TLS with SNI and no certificate check: Kong's ``ssl_verify: false`` (Redis) and
+    nginx's ``proxy_ssl_verify off`` (services, Kong's default)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = None if isIPAddress(name) or isIPv6Address(name) else name.encode("idna")
+        self._context = CertificateOptions().getContext()
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        connection = SSL.Connection(self._context, None)
+        if self._name is not None:
+            connection.set_tlsext_host_name(self._name)
+        connection.set_app_data(tlsProtocol)
+        connection.set_connect_state()
+        return connection

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from OpenSSL import SSL
-from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
-from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
-from zope.interface import implementer
+from twisted.internet.ssl import optionsForClientTLS
 
 from gatewayd.config.schema import array, boolean, integer, record, ref_string, secret_string, string
+from gatewayd.upstream import UnverifiedTLS
 
 _PORT = (0, 65535)
 _SENTINEL = "Redis Sentinel: point host/port at the master, or at a proxy in front of it"
@@ -85,20 +83,3 @@ def tls_creator(redis: Mapping[str, Any]) -> IOpenSSLClientConnectionCreator | N
     if redis["ssl_verify"]:
         return optionsForClientTLS(name)
     return UnverifiedTLS(name)
-
-
-@implementer(IOpenSSLClientConnectionCreator)
-class UnverifiedTLS:
-    """TLS with SNI and no certificate check: Kong's ``ssl_verify: false``."""
-
-    def __init__(self, name: str) -> None:
-        self._name = None if isIPAddress(name) or isIPv6Address(name) else name.encode("idna")
-        self._context = CertificateOptions().getContext()
-
-    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
-        connection = SSL.Connection(self._context, None)
-        if self._name is not None:
-            connection.set_tlsext_host_name(self._name)
-        connection.set_app_data(tlsProtocol)
-        connection.set_connect_state()
-        return connection
