@@ -9,6 +9,7 @@ response filters as the answer is written.
 
 from __future__ import annotations
 
+import io
 import tempfile
 from typing import IO, Any
 
@@ -252,7 +253,9 @@ class BoundedContent:
         self.size = 0
         self._file: IO[bytes] | None = None
         if length is None or length <= limit:
-            self._file = tempfile.SpooledTemporaryFile(max_size=_IN_MEMORY)
+            # A BytesIO, not a SpooledTemporaryFile: the body of nearly every request is
+            # small, and that class costs several times more to make.
+            self._file = io.BytesIO()
 
     @property
     def over(self) -> bool:
@@ -266,6 +269,10 @@ class BoundedContent:
             self._file.close()
             self._file = None
             return
+        if self.size > _IN_MEMORY and isinstance(self._file, io.BytesIO):
+            spill = tempfile.TemporaryFile()
+            spill.write(self._file.getbuffer())
+            self._file = spill
         self._file.write(data)
 
     def seek(self, offset: int, whence: int = 0) -> int:
