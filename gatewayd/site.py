@@ -53,11 +53,17 @@ class GatewayChannel(HTTPChannel):
     """
 
     _deadline: IDelayedCall | None = None
+    #: Whether a request is being read: from its first byte to its last.
+    _reading: bool = False
 
     def dataReceived(self, data: bytes) -> None:
-        if self._deadline is None and not self._handlingRequest and data:
-            self._deadline = self.callLater(self.factory.request_read_timeout, self._too_slow)
+        if not self._reading and not self._handlingRequest and data:
+            self._reading = True
         super().dataReceived(data)
+        if self._reading and self._deadline is None:
+            # Still reading it after its first read.  Nearly every request arrives whole
+            # in one read and needs no timer at all.
+            self._deadline = self.callLater(self.factory.request_read_timeout, self._too_slow)
 
     def allContentReceived(self) -> None:
         self._stop_deadline()
@@ -68,6 +74,7 @@ class GatewayChannel(HTTPChannel):
         super().connectionLost(reason)
 
     def _stop_deadline(self) -> None:
+        self._reading = False
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         self._deadline = None
