@@ -39,6 +39,14 @@ def _generation(model_id: str) -> tuple[int, int]:
     return (int(match.group(1)), int(match.group(2) or 0))
 
 
+@functools.lru_cache(maxsize=64)
+def _family(model_id: str) -> str:
+    major, minor = _generation(model_id)
+    if major >= 3:
+        return "3"
+    return "2.5" if (major, minor) >= (2, 5) else "2.0"
+
+
 @frozen
 class ModelProfile:
     """The target model: its name, which API serves it, and an optional operator output cap."""
@@ -60,10 +68,7 @@ class ModelProfile:
     @property
     def family(self) -> str:
         """"2.0", "2.5" or "3" (every 3.x behaves alike for translation)."""
-        major, minor = self.generation
-        if major >= 3:
-            return "3"
-        return "2.5" if (major, minor) >= (2, 5) else "2.0"
+        return _family(self.model_id)
 
     @property
     def is_gemini3(self) -> bool:
