@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from gatewayd.demo import file_text, wait_for
+from gatewayd.demo import file_text, source_environment, wait_for
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -137,7 +137,7 @@ def gateway_config(workdir: Path, fake: Fake, name: str) -> tuple[Path, dict[str
         f'      path: "{workdir / (name + "-file-log.json")}"\n'
     )
     account = ServiceAccount.generate(fake.url + "/token", "bench-project")
-    env = dict(os.environ)
+    env = source_environment()  # twistd runs this tree's gatewayd, not the venv's installed copy
     env.update(
         DECK_GEMINI_API_KEY=json.dumps(account.info()),
         DECK_GEMINI_API_ENDPOINT=fake.url,

@@ -214,10 +214,12 @@ def _headers(headers: Headers, hidden: frozenset[str]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for raw_name, raw_values in headers.getAllRawHeaders():
         name = raw_name.decode("latin-1").lower()
-        values = [v.decode("latin-1") for v in raw_values]
         if name in SECRET_HEADERS or name in hidden:
-            values = [REDACTED] * len(values)
-        result[name] = values[0] if len(values) == 1 else values
+            result[name] = REDACTED if len(raw_values) == 1 else [REDACTED] * len(raw_values)
+        elif len(raw_values) == 1:  # nearly every header: no list made and thrown away
+            result[name] = raw_values[0].decode("latin-1")
+        else:
+            result[name] = [v.decode("latin-1") for v in raw_values]
     return result
 
 

@@ -19,8 +19,9 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import attrs
 from attrs import frozen
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import ensureDeferred, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -224,7 +225,12 @@ class GatewayRoot(Resource):
 
 
 class RequestLife(Resource):
-    """A matched request from its access phases to its answer."""
+    """A matched request from its access phases to its answer.
+
+    The phases run in line: only an access phase that has to wait (one that
+    returns an awaitable, such as a Redis round trip) costs a Deferred, and the
+    run resumes after it where it left off.
+    """
 
     isLeaf = True
     log = Logger()
@@ -233,35 +239,62 @@ class RequestLife(Resource):
         super().__init__()
         self.plan = plan
         self.exchange = exchange
+        #: The first access phase's refusal: later plugins are still collected, not run.
+        self.refused: errors.APIError | None = None
 
     def render(self, request: Request) -> object:
-        Deferred.fromCoroutine(self._run(request))
+        self._access(request, 0)
         return NOT_DONE_YET
 
-    async def _run(self, request: Request) -> None:
+    def _access(self, request: Request, position: int) -> None:
+        """The access phases from ``position`` of the chain on, then the answer."""
         exchange = self.exchange
-        refused = None
+        chain = self.plan.chain
         collected = exchange.plugins
         try:
-            for candidates in self.plan.chain:
-                plugin = candidates.pick(exchange.consumer.id if exchange.consumer else None)
+            while position < len(chain):
+                plugin = chain[position].pick(exchange.consumer.id if exchange.consumer else None)
+                position += 1
                 if plugin is None:
                     continue
                 collected.append(plugin)
                 access = getattr(plugin, "access", None)
-                if refused is None and access is not None:
-                    try:
-                        result = access(request, exchange)
-                        if inspect.isawaitable(result):
-                            await result
-                    except errors.APIError as error:
-                        # Kong delays the response: later plugins are still collected for
-                        # their log phase, but their access does not run.
-                        refused = error
+                if self.refused is not None or access is None:
+                    continue
+                try:
+                    result = access(request, exchange)
+                except errors.APIError as error:
+                    # Kong delays the response: later plugins are still collected for
+                    # their log phase, but their access does not run.
+                    self.refused = error
+                    continue
+                if inspect.isawaitable(result):
+                    # A coroutine that never waits completes here and resumes at once.
+                    ensureDeferred(result).addBoth(self._waited, request, position)
+                    return
         except Exception:
-            # The path only: a query string may carry a client's key (key-auth's key_in_query).
-            self.log.failure("access phase failed for {path}", path=request.path.decode("latin-1"))
-            refused = errors.APIError(500, "api_error", "internal gateway error")
+            self._failed(request)
+        self._answer(request)
+
+    def _waited(self, outcome: object, request: Request, position: int) -> None:
+        if isinstance(outcome, Failure):
+            if outcome.check(errors.APIError):
+                self.refused = outcome.value  # type: ignore[assignment]
+            else:
+                self._failed(request, outcome)
+                self._answer(request)
+                return
+        self._access(request, position)
+
+    def _failed(self, request: Request, failure: Failure | None = None) -> None:
+        # The path only: a query string may carry a client's key (key-auth's key_in_query).
+        self.log.failure("access phase failed for {path}", failure, path=request.path.decode("latin-1"))
+        self.refused = errors.APIError(500, "api_error", "internal gateway error")
+
+    def _answer(self, request: Request) -> None:
+        exchange = self.exchange
+        collected = exchange.plugins
+        refused = self.refused
         if any(hasattr(p, "header_filter") or hasattr(p, "body_filter") for p in collected):
             request.filters = Filters(exchange, collected)  # type: ignore[attr-defined]
         answerer = next((p.resource for p in collected if getattr(p, "resource", None) is not None), None)

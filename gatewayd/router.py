@@ -199,8 +199,11 @@ def _decode_triplet(found: re.Match[bytes]) -> bytes:
     return found[0].upper() if code in _RESERVED else bytes((code,))
 
 
+_UNDECODED = re.compile("[\udc80-\udcff]")  # bytes surrogateescape kept: not UTF-8
+
+
 def _valid_utf8(text: str) -> bool:
-    return not any("\udc80" <= ch <= "\udcff" for ch in text)
+    return text.isascii() or _UNDECODED.search(text) is None
 
 
 # --- regexes: Kong hands them to Rust's regex crate, anchored ------------------------------

@@ -9,6 +9,7 @@ response filters as the answer is written.
 
 from __future__ import annotations
 
+import io
 import tempfile
 from typing import IO, Any
 
@@ -52,11 +53,17 @@ class GatewayChannel(HTTPChannel):
     """
 
     _deadline: IDelayedCall | None = None
+    #: Whether a request is being read: from its first byte to its last.
+    _reading: bool = False
 
     def dataReceived(self, data: bytes) -> None:
-        if self._deadline is None and not self._handlingRequest and data:
-            self._deadline = self.callLater(self.factory.request_read_timeout, self._too_slow)
+        if not self._reading and not self._handlingRequest and data:
+            self._reading = True
         super().dataReceived(data)
+        if self._reading and self._deadline is None:
+            # Still reading it after its first read.  Nearly every request arrives whole
+            # in one read and needs no timer at all.
+            self._deadline = self.callLater(self.factory.request_read_timeout, self._too_slow)
 
     def allContentReceived(self) -> None:
         self._stop_deadline()
@@ -67,6 +74,7 @@ class GatewayChannel(HTTPChannel):
         super().connectionLost(reason)
 
     def _stop_deadline(self) -> None:
+        self._reading = False
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         self._deadline = None
@@ -252,7 +260,9 @@ class BoundedContent:
         self.size = 0
         self._file: IO[bytes] | None = None
         if length is None or length <= limit:
-            self._file = tempfile.SpooledTemporaryFile(max_size=_IN_MEMORY)
+            # A BytesIO, not a SpooledTemporaryFile: the body of nearly every request is
+            # small, and that class costs several times more to make.
+            self._file = io.BytesIO()
 
     @property
     def over(self) -> bool:
@@ -266,6 +276,10 @@ class BoundedContent:
             self._file.close()
             self._file = None
             return
+        if self.size > _IN_MEMORY and isinstance(self._file, io.BytesIO):
+            spill = tempfile.TemporaryFile()
+            spill.write(self._file.getbuffer())
+            self._file = spill
         self._file.write(data)
 
     def seek(self, offset: int, whence: int = 0) -> int:

@@ -149,3 +149,22 @@ def test_least_connections_counts_requests_in_flight():
     b.released(0)
     b.started(1)
     assert first(b) == 0
+
+
+def test_what_a_model_names_is_worked_out_once_and_the_memory_is_bounded():
+    from gatewayd.plugins.ai_proxy_advanced import balancer as module
+
+    b, _ = balancer(Candidate("flash", alias="claude-haiku-*"), Candidate("pro", alias="claude-opus-4"))
+    for n in range(module._MODELS_KEPT * 3):  # clients choose the names: many, each once
+        assert first(b, f"claude-haiku-{n}") == 0
+    assert len(b._by_model) <= module._MODELS_KEPT
+    assert first(b, "claude-opus-4") == first(b, "claude-opus-4") == 1
+    assert first(b, "pro") == 1 and first(b, "claude-haiku-x") == 0
+
+
+def test_a_lone_eligible_target_leaves_the_round_robin_where_it_was():
+    b, _ = balancer(Candidate("a", 70), Candidate("b", 30), Candidate("c", 30))
+    reference, _ = balancer(Candidate("a", 70), Candidate("b", 30), Candidate("c", 30))
+    for _ in range(5):
+        assert first(b, "c") == 2  # the model's only target: no round-robin turn is taken
+    assert [first(b) for _ in range(13)] == [first(reference) for _ in range(13)]

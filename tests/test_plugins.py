@@ -9,6 +9,7 @@ from pathlib import Path
 
 import attrs
 import pytest
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.plugin import getPlugins
 
@@ -18,7 +19,8 @@ from gatewayd.pipeline import compile_snapshot
 from gatewayd.plugins import CompileContext, IGatewaydPlugin, Kept, KongPlugin, Registry, installed
 from gatewayd.router import RequestFacts
 from tests.test_consumers import KEY
-from tests.test_service import GatewayInMemory, ask, events
+from gatewayd.errors import APIError
+from tests.test_service import MESSAGES, GatewayInMemory, ask, events
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gatewayd-hello"
 sys.path.insert(0, str(EXAMPLE))
@@ -184,3 +186,65 @@ def test_a_plugin_whose_protocols_are_all_streams_does_not_run_and_the_next_one_
 
 
 PROBE_STREAMS = attrs.evolve(PROBE, schema=PluginSchema("probe", record({}), ("http", "https", "tcp"), ("http", "https")))
+
+
+@attrs.define
+class Waiter:
+    """An access phase that waits on the test (as one waiting for Redis would) and one that breaks."""
+
+    pending: list = attrs.field(factory=list)
+
+    def access(self, request, exchange):
+        if request.getHeader("x-break") is not None:
+            raise RuntimeError("a bug in an access phase")
+        waiting = Deferred()
+        self.pending.append(waiting)
+        return waiting
+
+
+WAITER = Waiter()
+WAITER_PLUGIN = KongPlugin(
+    "waiter", priority=900, version="0.1.0",
+    schema=PluginSchema(name="waiter", config=record({}), protocols_allowed=("http", "https"),
+                        protocols_default=("http", "https")),
+    compile=lambda plugin, context: WAITER,
+)
+
+
+class WaitingAccessTests(GatewayInMemory):
+    """An access phase that returns an awaitable pauses the request; the later phases run after it."""
+
+    registry = Registry({**installed().plugins, "hello": gatewayd_hello.plugin, "waiter": WAITER_PLUGIN})
+    extra_files = {"60-hello.yaml": HELLO.replace("plugins:\n  - name: key-auth\n    config: {key_names: [x-api-key]}\n",
+                                                 "plugins:\n  - name: waiter\n")}
+
+    def setUp(self):
+        WAITER.pending.clear()
+        super().setUp()
+
+    def test_the_later_access_phases_run_when_the_wait_is_over(self):
+        answer = self.client.post(MESSAGES, data=json.dumps(ask("hi")).encode(), headers={"x-deny": "1"})
+        self.client.flush()
+        self.assertNoResult(answer)  # nothing answered while the access phase waits
+        (waiting,) = WAITER.pending
+        waiting.callback(None)
+        self.client.flush()
+        response = self.successResultOf(answer)
+        self.assertEqual(response.code, 403)  # hello's access (priority 800) ran after the wait
+
+    def test_a_refusal_after_the_wait_stops_the_later_access_phases(self):
+        answer = self.client.post(MESSAGES, data=json.dumps(ask("hi")).encode(), headers={"x-deny": "1"})
+        self.client.flush()
+        WAITER.pending[0].errback(APIError(429, "rate_limit_error", "wait"))
+        self.client.flush()
+        response = self.successResultOf(answer)
+        self.assertEqual(response.code, 429)  # not hello's 403: its access did not run
+        (record,) = self.records()
+        self.assertEqual(record["response"]["status"], 429)
+        self.assertIn("hello", record)  # collected all the same: its log phase ran
+
+    def test_an_access_phase_that_breaks_is_a_500_and_logged(self):
+        status, _, text = self.post(ask("hi"), headers={"x-break": "1"})
+        self.assertEqual(status, 500)
+        self.assertIn("internal gateway error", text)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

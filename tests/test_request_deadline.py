@@ -84,3 +84,17 @@ def test_a_request_sent_in_time_is_not_cut_while_it_is_served(gateway):
     gateway.reactor.advance(100.0)  # the upstream takes its time; the deadline is only for reading
     assert client.transport.value() == b""
     assert gateway.upstream.pending() == [0]
+
+
+def test_a_request_read_in_one_go_sets_no_timer_and_a_split_one_keeps_its_first_reads_deadline(gateway):
+    client = gateway.client()
+    client.post(ask())  # head and body in one read, as nearly every client sends them
+    assert client.channel._deadline is None
+    assert gateway.upstream.pending() == [0]
+    other = gateway.client()
+    body = json.dumps(ask()).encode()
+    other.send(b"POST /anything/v1/messages HTTP/1.1\r\nHost: gateway.test\r\nContent-Length: %d\r\n" % len(body))
+    gateway.reactor.advance(12.0)
+    other.send(b"\r\n" + body[:5])
+    # The deadline still runs from the first read: 30 s after it, not after the latest.
+    assert other.channel._deadline.getTime() == pytest.approx(gateway.reactor.seconds() + 18.0)

@@ -525,3 +525,14 @@ def test_routes_without_ids_tie_in_configuration_order() -> None:
 def test_stream_routes_are_left_to_the_stream_router() -> None:
     assert route_for([Route(name="t", snis=("a.test",), protocols=("tls",))],
                      req("/", scheme="https", sni="a.test")) is None
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("/hello/café".encode(), "r01"),  # UTF-8 beyond ASCII is valid
+    ("/hello/%C3%A9".encode(), "r01"),  # and so is its %-encoded form, decoded first
+    (b"/hello/caf\xe9", None),  # Latin-1: not UTF-8, Kong's 404
+    (b"/hello/%E9", None),
+])
+def test_only_invalid_utf8_is_refused_ascii_or_not(raw: bytes, expected: str | None) -> None:
+    found = route_for([R("01", paths=("/hello",))], req(raw.decode("utf-8", "surrogateescape")))
+    assert (found and found.value) == expected

@@ -29,3 +29,19 @@ def test_the_default_backlog_is_a_production_one_and_at_least_1():
     assert options["backlog"] == DEFAULT_BACKLOG >= 4096
     with pytest.raises(usage.UsageError, match="--backlog"):
         Options().parseOptions(["--backlog", "0"])
+
+
+def test_the_garbage_collector_leaves_the_start_alone_and_collects_young_objects_less_often():
+    import gc
+
+    from gatewayd.daemon.tap import GC_YOUNG_THRESHOLD, settle_garbage_collector
+
+    before = gc.get_threshold()
+    try:
+        settle_garbage_collector()
+        assert gc.get_freeze_count() > 0  # what the start made is out of every collection
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
+        assert GC_YOUNG_THRESHOLD > before[0]
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

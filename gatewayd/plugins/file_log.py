@@ -250,8 +250,12 @@ class JSONLinesFile:
         os.replace(self.path, f"{self.path}.1")
 
 
+#: Made once: ``json.dumps`` with options builds a new encoder for every call.
+_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+
+
 def _line(record: Mapping[str, Any]) -> bytes:
-    return (json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str) + "\n").encode("utf-8")
+    return (_encode_json(record) + "\n").encode("utf-8")
 
 
 def _write_whole_lines(file: IO[bytes], lines: list[bytes]) -> int:

@@ -4,6 +4,7 @@ Gemini generations differ in what they accept (output limit, thinking knobs, pre
 profile derives those facts from the model name so the request builder never guesses.
 """
 
+import functools
 import re
 
 from attrs import frozen
@@ -29,6 +30,23 @@ _BUDGET_FLASH = (0, 24576)
 _BUDGET_FLASH_LITE = (512, 24576)
 
 
+@functools.lru_cache(maxsize=64)
+def _generation(model_id: str) -> tuple[int, int]:
+    """Kept per name: every request asks several of the profile's questions, each of them this."""
+    match = _VERSION.search(model_id)
+    if match is None:
+        return (3, 0)
+    return (int(match.group(1)), int(match.group(2) or 0))
+
+
+@functools.lru_cache(maxsize=64)
+def _family(model_id: str) -> str:
+    major, minor = _generation(model_id)
+    if major >= 3:
+        return "3"
+    return "2.5" if (major, minor) >= (2, 5) else "2.0"
+
+
 @frozen
 class ModelProfile:
     """The target model: its name, which API serves it, and an optional operator output cap."""
@@ -45,18 +63,12 @@ class ModelProfile:
     @property
     def generation(self) -> tuple[int, int]:
         """(major, minor) from the name; unknown names count as the newest generation we know."""
-        match = _VERSION.search(self.model_id)
-        if match is None:
-            return (3, 0)
-        return (int(match.group(1)), int(match.group(2) or 0))
+        return _generation(self.model_id)
 
     @property
     def family(self) -> str:
         """"2.0", "2.5" or "3" (every 3.x behaves alike for translation)."""
-        major, minor = self.generation
-        if major >= 3:
-            return "3"
-        return "2.5" if (major, minor) >= (2, 5) else "2.0"
+        return _family(self.model_id)
 
     @property
     def is_gemini3(self) -> bool:

@@ -53,6 +53,8 @@ ALGORITHMS = (
 
 #: Moving-average weight of the newest latency sample.
 _EWMA = 0.3
+#: Requested model names whose matching targets a balancer remembers.
+_MODELS_KEPT = 256
 
 
 class UnsupportedBalancer(ValueError):
@@ -160,6 +162,8 @@ class Balancer:
     config: BalancerConfig
     clock: IReactorTime
     _health: list[_Health] = field(init=False)
+    #: Per requested model, the targets it names (see ``_levels``).
+    _by_model: dict[str, tuple[tuple[int, ...], ...]] = field(init=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:
         self._health = [_Health() for _ in self.targets]
@@ -229,22 +233,40 @@ class Balancer:
         """The eligible targets the request's ``model`` asks for (see the module's docstring)."""
         if model is None:
             return []
-        targets = self.targets
-        for matches in (
-            lambda t: t.alias == model,
-            lambda t: t.alias is not None and alias_matches(t.alias, model),
-            lambda t: t.model == model,
-        ):
-            wanted = [i for i in eligible if matches(targets[i])]
+        for level in self._levels(model):
+            wanted = [i for i in level if i in eligible]
             if wanted:
                 return wanted
         return []
 
+    def _levels(self, model: str) -> tuple[tuple[int, ...], ...]:
+        """The targets ``model`` names, by how it names them (exact alias, loose alias,
+        model name), worked out once per model: ``_MODELS_KEPT`` names at most, as
+        clients choose the names."""
+        levels = self._by_model.get(model)
+        if levels is None:
+            targets = self.targets
+            levels = tuple(
+                tuple(i for i, target in enumerate(targets) if matches(target))
+                for matches in (
+                    lambda t: t.alias == model,
+                    lambda t: t.alias is not None and alias_matches(t.alias, model),
+                    lambda t: t.model == model,
+                )
+            )
+            if len(self._by_model) >= _MODELS_KEPT:
+                self._by_model.clear()
+            self._by_model[model] = levels
+        return levels
+
     def _choose(self, model: str | None, hash_key: str | None, tried: set[int]) -> int | None:
-        eligible = [i for i in range(len(self.targets)) if i not in tried and self.available(i)]
+        now = self.clock.seconds()
+        eligible = [i for i, health in enumerate(self._health) if i not in tried and health.down_until <= now]
         if not eligible:
             return None
         pool = self._wanted(model, eligible) or eligible
+        if len(pool) == 1:
+            return pool[0]  # every algorithm's choice, and round-robin's weights end where they were
         algorithm = self.config.algorithm
         if algorithm == "priority":
             top = max(self.targets[i].weight for i in pool)

@@ -122,7 +122,8 @@ class AIProxy:
                 data.get("modelVersion"), started,
             )
             self._finished(index, exchange)
-            self._note_response(exchange, json.dumps(message))
+            if exchange.ai_payload is not None:  # serialized only when the payload is logged
+                self._note_response(exchange, json.dumps(message))
             self._model_header(request, target)
             respond_json(request, 200, message)
 

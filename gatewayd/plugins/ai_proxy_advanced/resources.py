@@ -44,13 +44,8 @@ class AIResource(Resource):
         return NotFound()
 
     async def _run(self, request: Request, exchange: Exchange) -> None:
+        """The handler, its errors answered; ``exchange.handled`` fires when it is done."""
         exchange.handled = Deferred()
-        try:
-            await self._handle(request, exchange)
-        finally:
-            exchange.handled.callback(None)
-
-    async def _handle(self, request: Request, exchange: Exchange) -> None:
         try:
             await getattr(self.proxy, self.handler)(request, exchange)
         except errors.APIError as error:
@@ -63,6 +58,8 @@ class AIResource(Resource):
             # The path only: a query string may carry a client's key (key-auth's key_in_query).
             self.log.failure("unexpected error serving {path}", path=request.path.decode("latin-1"))
             respond_error(request, errors.APIError(500, "api_error", "internal gateway error"))
+        finally:
+            exchange.handled.callback(None)
 
 
 class NotFound(Resource):
