@@ -251,29 +251,29 @@ class RequestLife(Resource):
         exchange = self.exchange
         chain = self.plan.chain
         collected = exchange.plugins
-        try:
-            while position < len(chain):
-                plugin = chain[position].pick(exchange.consumer.id if exchange.consumer else None)
-                position += 1
-                if plugin is None:
-                    continue
-                collected.append(plugin)
-                access = getattr(plugin, "access", None)
-                if self.refused is not None or access is None:
-                    continue
-                try:
-                    result = access(request, exchange)
-                except errors.APIError as error:
-                    # Kong delays the response: later plugins are still collected for
-                    # their log phase, but their access does not run.
-                    self.refused = error
-                    continue
-                if inspect.isawaitable(result):
-                    # A coroutine that never waits completes here and resumes at once.
-                    ensureDeferred(result).addBoth(self._waited, request, position)
-                    return
-        except Exception:
-            self._failed(request)
+        while position < len(chain):
+            plugin = chain[position].pick(exchange.consumer.id if exchange.consumer else None)
+            position += 1
+            if plugin is None:
+                continue
+            collected.append(plugin)
+            access = getattr(plugin, "access", None)
+            if self.refused is not None or access is None:
+                continue
+            try:
+                result = access(request, exchange)
+            except errors.APIError as error:
+                # Kong delays the response: later plugins are still collected for
+                # their log phase, but their access does not run.
+                self.refused = error
+                continue
+            except Exception:
+                self._failed(request)  # a 500, and the rest still collected for the log
+                continue
+            if inspect.isawaitable(result):
+                # A coroutine that never waits completes here and resumes at once.
+                ensureDeferred(result).addBoth(self._waited, request, position)
+                return
         self._answer(request)
 
     def _waited(self, outcome: object, request: Request, position: int) -> None:
@@ -282,8 +282,6 @@ class RequestLife(Resource):
                 self.refused = outcome.value  # type: ignore[assignment]
             else:
                 self._failed(request, outcome)
-                self._answer(request)
-                return
         self._access(request, position)
 
     def _failed(self, request: Request, failure: Failure | None = None) -> None:

@@ -248,3 +248,45 @@ class WaitingAccessTests(GatewayInMemory):
         self.assertEqual(status, 500)
         self.assertIn("internal gateway error", text)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class Crashing:
+    """An access phase with a bug in it, synchronous or after a wait."""
+
+    def __init__(self, waits: bool) -> None:
+        self.waits = waits
+
+    def access(self, request, exchange):
+        if self.waits:
+            return self._later()
+        raise RuntimeError("a bug")
+
+    async def _later(self):
+        raise RuntimeError("a bug, later")
+
+
+def crashing(waits: bool) -> KongPlugin:
+    return KongPlugin("crashing", priority=2000, version="0", compile=lambda plugin, context: Crashing(waits),
+                      schema=PluginSchema("crashing", record({}), ("http", "https"), ("http", "https")))
+
+
+class CrashingAccessTests(GatewayInMemory):
+    extra_files = {"60-crash.yaml": '_format_version: "3.0"\nplugins:\n  - name: crashing\n'}
+    waits = False
+
+    def setUp(self) -> None:
+        self.registry = Registry({**installed().plugins, "crashing": crashing(self.waits)})
+        super().setUp()
+
+    def test_a_crashing_access_phase_is_a_500_and_the_request_is_still_logged(self):
+        status, _, text = self.post(ask("hi"))
+        self.assertEqual((status, json.loads(text)["error"]["type"]), (500, "api_error"))
+        self.assertNotIn("a bug", text)
+        (record,) = self.records()  # file-log, collected after the crash, still wrote it
+        self.assertEqual(record["response"]["status"], 500)
+        self.assertEqual(self.fake.requests, [])
+        self.flushLoggedErrors(RuntimeError)
+
+
+class CrashingAfterAWaitTests(CrashingAccessTests):
+    waits = True
