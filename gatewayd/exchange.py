@@ -19,10 +19,23 @@ from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
 from gatewayd.config import Consumer, KeyCredential
-from gatewayd.plugins.file_log import REDACTED, SECRET_HEADERS
 
 # Fixed namespace, so entity ids are stable across restarts and machines.
 ENTITY_NAMESPACE = uuid.UUID("5f1e3d2c-7b4a-4e8f-9a61-0c2d9e8b7a10")
+
+#: Request headers whose values never reach a log.
+SECRET_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "x-goog-api-key",
+        "api-key",
+        "cookie",
+        "set-cookie",
+    }
+)
+REDACTED = "REDACTED"
 
 
 def entity_id(kind: str, name: str) -> str:

@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import io
 import tempfile
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, ISSLTransport
 from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import INonQueuedRequestFactory
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import Request, Site
 from zope.interface import provider
 
 from gatewayd import errors
-from gatewayd.daemon.status import CountingSite, Stats
 
 #: Anthropic's own limit on a Messages request body.
 MAX_BODY = 32 * 1024 * 1024
@@ -100,6 +99,38 @@ class GatewayChannel(HTTPChannel):
         self.allContentReceived()
 
 
+class ConnectionCounts(Protocol):
+    """What a counting Site keeps up to date (the daemon's ``Stats``)."""
+
+    connections_accepted: int
+    connections_active: int
+
+
+class CountingSite(Site):
+    """A Site that counts its connections for ``/status``."""
+
+    def __init__(self, resource: Resource, stats: ConnectionCounts, prefix: str = "Site", **kwargs: Any) -> None:
+        super().__init__(resource, **kwargs)
+        self.stats = stats
+        self.prefix = prefix
+
+    def logPrefix(self) -> str:
+        return self.prefix
+
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        self.stats.connections_accepted += 1
+        self.stats.connections_active += 1
+        lost = protocol.connectionLost
+
+        def connection_lost(reason: Any) -> None:
+            self.stats.connections_active -= 1
+            lost(reason)
+
+        protocol.connectionLost = connection_lost
+        return protocol
+
+
 class GatewaySite(CountingSite):
     """The daemon's ``Site``: connections counted, request bodies bounded by ``max_body`` bytes,
     each request read within ``request_read_timeout`` seconds, no access line of its own.
@@ -113,7 +144,7 @@ class GatewaySite(CountingSite):
     max_body = MAX_BODY
     request_read_timeout = REQUEST_READ_TIMEOUT
 
-    def __init__(self, resource: Resource, stats: Stats, **kwargs: Any) -> None:
+    def __init__(self, resource: Resource, stats: ConnectionCounts, **kwargs: Any) -> None:
         super().__init__(resource, stats, requestFactory=request_factory, **kwargs)
 
     def getContentFile(self, length: int | None) -> BoundedContent:

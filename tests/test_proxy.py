@@ -317,7 +317,7 @@ def test_a_client_that_leaves_while_connecting_stops_connecting() -> None:
 def test_a_large_body_is_streamed_a_piece_at_a_time_and_a_stalled_upstream_times_out() -> None:
     size = 1_000_000
     h = Harness()
-    client = h.client(f"PUT /api/x HTTP/1.1\nHost: gateway.test\nContent-Length: {size}\n", b"z" * size)
+    h.client(f"PUT /api/x HTTP/1.1\nHost: gateway.test\nContent-Length: {size}\n", b"z" * size)
     upstream = h.accept()
     _, headers, sent = head_of(upstream)
     assert headers["content-length"] == [str(size)]

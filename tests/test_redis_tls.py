@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import shutil
 import socket
 import subprocess

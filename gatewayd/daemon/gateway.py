@@ -25,7 +25,7 @@ from treq.client import HTTPClient
 
 from gatewayd.config import Config, Service
 from gatewayd.daemon.health import Health
-from gatewayd.daemon.status import CountingSite, Readiness, Stats, status_root
+from gatewayd.daemon.status import Readiness, Stats, status_root
 from gatewayd.daemon.tls import Certificates, listener
 from gatewayd.pipeline import GatewayRoot, Snapshot, compile_snapshot
 from gatewayd.plugins import CompileContext, ConfigurationError, Kept, Registry, installed
@@ -38,7 +38,7 @@ from gatewayd.providers.auth import (
     service_account_credentials,
 )
 from gatewayd.providers.gemini import Target
-from gatewayd.site import CLIENT_IDLE_TIMEOUT, REQUEST_READ_TIMEOUT, GatewaySite
+from gatewayd.site import CLIENT_IDLE_TIMEOUT, REQUEST_READ_TIMEOUT, CountingSite, GatewaySite
 from gatewayd.upstream import DEFAULT_POOL_SIZE, UpstreamClient, connection_pool
 
 #: Seconds the requests cut at the end of the grace period get to write their log records.

@@ -60,31 +60,6 @@ class Stats:
         self.config_hash = config_hash
 
 
-class CountingSite(Site):
-    """A Site that counts its connections for ``/status``."""
-
-    def __init__(self, resource: Resource, stats: Stats, prefix: str = "Site", **kwargs: Any) -> None:
-        super().__init__(resource, **kwargs)
-        self.stats = stats
-        self.prefix = prefix
-
-    def logPrefix(self) -> str:
-        return self.prefix
-
-    def buildProtocol(self, addr: Any) -> Any:
-        protocol = super().buildProtocol(addr)
-        self.stats.connections_accepted += 1
-        self.stats.connections_active += 1
-        lost = protocol.connectionLost
-
-        def connection_lost(reason: Any) -> None:
-            self.stats.connections_active -= 1
-            lost(reason)
-
-        protocol.connectionLost = connection_lost
-        return protocol
-
-
 def _json(request: Request, status: int, body: dict[str, Any]) -> bytes:
     request.setResponseCode(status)
     request.setHeader("content-type", "application/json; charset=utf-8")

@@ -27,19 +27,6 @@ from gatewayd.config import Plugin
 from gatewayd.config.schema import PluginSchema, boolean, map_of, record, string
 from gatewayd.plugins import CompileContext, KongPlugin, refuse
 
-#: Request headers whose values never reach a log.
-SECRET_HEADERS = frozenset(
-    {
-        "authorization",
-        "proxy-authorization",
-        "x-api-key",
-        "x-goog-api-key",
-        "api-key",
-        "cookie",
-        "set-cookie",
-    }
-)
-REDACTED = "REDACTED"
 #: Bytes of records kept in memory per file while they cannot be written (``--file-log-backlog``).
 DEFAULT_BACKLOG_BYTES = 16 * 1024 * 1024
 #: Seconds between attempts to write the backlog.
@@ -59,14 +46,6 @@ FILE_LOG = PluginSchema(
                        "udp", "ws", "wss"),
     protocols_default=("grpc", "grpcs", "http", "https"),
 )
-
-
-def redact_headers(headers: Mapping[str, str], also: frozenset[str] = frozenset()) -> dict[str, str]:
-    """Lower-cased headers, with credentials (and the header names in ``also``) replaced by a marker."""
-    return {
-        name: (REDACTED if name in SECRET_HEADERS or name in also else value)
-        for name, value in headers.items()
-    }
 
 
 @frozen

@@ -5,14 +5,12 @@ never against constants, so a change in how usage is counted moves all three tog
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 import subprocess
 import sys
 import urllib.request
 from collections import defaultdict
-from pathlib import Path
 
 import anthropic
 import pytest
