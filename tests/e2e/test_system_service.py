@@ -84,7 +84,7 @@ def client(daemon) -> anthropic.Anthropic:
 
 def ask(daemon, text: str = "hello") -> anthropic.types.Message:
     return client(daemon).messages.create(
-        model="claude-sonnet-4-5", max_tokens=256, messages=[{"role": "user", "content": text}]
+        model="claude-of-the-client", max_tokens=256, messages=[{"role": "user", "content": text}]
     )
 
 
@@ -93,7 +93,7 @@ class SlowStream:
 
     def __init__(self, daemon) -> None:
         self.manager = client(daemon).messages.stream(
-            model="claude-sonnet-4-5",
+            model="claude-of-the-client",
             max_tokens=256,
             messages=[{"role": "user", "content": "[[chunks 8]] Tell me about the Alexiad."}],
         )
