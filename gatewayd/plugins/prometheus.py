@@ -275,4 +275,4 @@ class PrometheusLog:
                 m.inc("ai_llm_tokens_total", (*head, token_type, workspace, consumer), usage[token_type])
 
 
-plugin = KongPlugin("prometheus", priority=13, version="3.13.0", schema=PROMETHEUS, compile=PrometheusLog.compile)
+plugin = KongPlugin("prometheus", priority=13, version="3.15.0", schema=PROMETHEUS, compile=PrometheusLog.compile)
