@@ -86,6 +86,14 @@ class AliasRouting(GatewayInMemory):
         self.assertEqual(record["ai"]["proxy"]["meta"]["request_model"], "claude-sonnet-4-5-20250929")
         self.assertEqual(record["ai"]["proxy"]["usage"]["prompt_tokens"], message["usage"]["input_tokens"])
 
+    def test_claude_codes_beta_features_go_with_the_body_to_claude_only(self):
+        beta = "context-management-2025-06-27,interleaved-thinking-2025-05-14"
+        self.assertEqual(self.post(ask("hi", model="claude-sonnet-4-5"), headers={"anthropic-beta": beta})[0], 200)
+        self.assertEqual(self.post(ask("hi", model="fast"), headers={"anthropic-beta": beta})[0], 200)
+        claude, gemini = self.fake.requests
+        self.assertEqual(claude["headers"].get("anthropic-beta"), beta)
+        self.assertNotIn("anthropic-beta", gemini["headers"])  # a translated request: nothing to say
+
     def test_claude_on_vertex_streams_a_tool_call_through(self):
         tools = [{"name": "Read", "description": "read", "input_schema": {"type": "object"}}]
         status, _, text = self.post(ask("look [[tool Read]]", model="claude-sonnet-4-5", stream=True, tools=tools))

@@ -240,6 +240,12 @@ class AIProxy:
         self, request: Request, exchange: Exchange, target: Target, action: str, body: dict[str, Any]
     ) -> IResponse:
         headers = {"Content-Type": "application/json", "User-Agent": "gatewayd/0.1"}
+        if target.publisher == "anthropic":
+            # The Messages body is passed through to Claude; its beta features go with it, as
+            # Kong's proxying passes the client's headers on (the gemini driver sets only auth).
+            beta = request.getHeader("anthropic-beta")
+            if beta:
+                headers["anthropic-beta"] = beta
         headers.update(await self._credentials(target))
         auth = target.auth
         if auth.kind == "api_key" and auth.param_name and auth.param_location == "body":
