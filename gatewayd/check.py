@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Mapping, Sequence
 
-from gatewayd.config import load_config
+from gatewayd.plugins import read_config
 from gatewayd.daemon.reload import INVALID
 from gatewayd.daemon.gateway import Gateway, google_token_sources
 
@@ -23,7 +23,7 @@ def check(path: str, environ: Mapping[str, str]) -> str:
     """A summary of the configuration at ``path``; raises one of :data:`INVALID` if it cannot serve."""
     from twisted.internet import reactor
 
-    config = load_config(path, environ)
+    config = read_config(path, environ)
     # Compile against a gateway that never starts: nothing listens, no file opens, no call goes out.
     Gateway(reactor, client=None, make_token_source=google_token_sources(reactor)).load(config)  # type: ignore[arg-type]
     return (

@@ -24,7 +24,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
-from gatewayd.config import load_config
+from gatewayd.plugins import read_config
 from gatewayd.daemon.gateway import GatewayRoot, GatewaySite, build
 
 API_KEY = "upstream-api-key-0123456789"
@@ -75,7 +75,7 @@ class Gateway:
         self.log_path = self.workdir / "claude.json"
         (self.workdir / "gatewayd.yaml").write_text(config_text(balancer, targets, self.log_path))
         self.reactor = MemoryReactorClock()
-        _, self.gateway = build(load_config(str(self.workdir), {}), self.reactor, listen=[])
+        _, self.gateway = build(read_config(str(self.workdir), {}), self.reactor, listen=[])
         self.site = GatewaySite(GatewayRoot(self.gateway), self.gateway.stats, reactor=self.reactor, timeout=60)
         self.site.request_read_timeout = request_read_timeout
         self.upstream = Upstream(self.reactor)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.config import ConfigError, Route, load_config
+from gatewayd.config import ConfigError, Route
+from gatewayd.plugins import read_config
 
 # The walk-through's three `deck gateway apply` snippets, byte for byte.
 SERVICES = """\
@@ -104,7 +105,7 @@ def seed_dir(directory: Path) -> Path:
 
 def load_error(path: Path, environ: dict[str, str] | None = None) -> ConfigError:
     with pytest.raises(ConfigError) as caught:
-        load_config(str(path), ENV if environ is None else environ)
+        read_config(str(path), ENV if environ is None else environ)
     message = str(caught.value)
     assert SECRET_FRAGMENT not in message and SERVICE_ACCOUNT_JSON not in message
     return caught.value
@@ -113,7 +114,7 @@ def load_error(path: Path, environ: dict[str, str] | None = None) -> ConfigError
 # --- the walk-through -----------------------------------------------------------------------
 
 def test_seed_snippets_load_from_a_directory_in_name_order(tmp_path: Path) -> None:
-    config = load_config(str(seed_dir(tmp_path)), ENV)
+    config = read_config(str(seed_dir(tmp_path)), ENV)
 
     assert config.sources == tuple(str(tmp_path / name) for name in
                                    ("01-services.yaml", "02-ai-proxy.yaml", "03-file-log.yaml"))
@@ -136,7 +137,7 @@ def test_seed_snippets_load_from_a_directory_in_name_order(tmp_path: Path) -> No
 
 
 def test_service_account_json_arrives_byte_for_byte(tmp_path: Path) -> None:
-    config = load_config(str(seed_dir(tmp_path)), ENV)
+    config = read_config(str(seed_dir(tmp_path)), ENV)
     target = config.plugins[0].config["targets"][0]
 
     assert target["auth"]["gcp_service_account_json"] == SERVICE_ACCOUNT_JSON
@@ -147,7 +148,7 @@ def test_service_account_json_arrives_byte_for_byte(tmp_path: Path) -> None:
 
 
 def test_ai_proxy_advanced_defaults_are_filled_like_kong(tmp_path: Path) -> None:
-    config = load_config(str(seed_dir(tmp_path)), ENV)
+    config = read_config(str(seed_dir(tmp_path)), ENV)
     proxy = config.plugins[0].config
 
     assert (proxy["llm_format"], proxy["response_streaming"], proxy["genai_category"]) == (
@@ -170,7 +171,7 @@ def test_ai_proxy_advanced_defaults_are_filled_like_kong(tmp_path: Path) -> None
 
 
 def test_max_tokens_under_model_moves_to_options(tmp_path: Path) -> None:
-    config = load_config(str(seed_dir(tmp_path)), ENV)
+    config = read_config(str(seed_dir(tmp_path)), ENV)
     model = config.plugins[0].config["targets"][0]["model"]
     assert "max_tokens" not in model
     assert model["options"]["max_tokens"] == 8192
@@ -184,7 +185,7 @@ def test_max_tokens_under_model_moves_to_options(tmp_path: Path) -> None:
 ])
 def test_max_tokens_is_accepted_in_both_places(tmp_path: Path, model: str, expected: int) -> None:
     write(tmp_path, "p.yaml", PROXY_TEMPLATE.format(target=f"{{route_type: llm/v1/chat, model: {model}}}"))
-    config = load_config(str(tmp_path / "p.yaml"), {})
+    config = read_config(str(tmp_path / "p.yaml"), {})
     assert config.plugins[0].config["targets"][0]["model"]["options"]["max_tokens"] == expected
 
 
@@ -195,8 +196,8 @@ def test_conflicting_max_tokens_is_an_error(tmp_path: Path) -> None:
 
 
 def test_plugin_ids_are_stable_uuids_unless_given(tmp_path: Path) -> None:
-    first = load_config(str(seed_dir(tmp_path)), ENV)
-    second = load_config(str(tmp_path), ENV)
+    first = read_config(str(seed_dir(tmp_path)), ENV)
+    second = read_config(str(tmp_path), ENV)
     assert [p.id for p in first.plugins] == [p.id for p in second.plugins]
     assert all(uuid.UUID(p.id).version == 5 for p in first.plugins)
     assert first.plugins[0].id != first.plugins[1].id
@@ -209,7 +210,7 @@ def test_plugin_ids_are_stable_uuids_unless_given(tmp_path: Path) -> None:
             id: {given}
             config: {{path: /tmp/other.json}}
         """)
-    assert load_config(str(tmp_path), ENV).plugins[1].id == given
+    assert read_config(str(tmp_path), ENV).plugins[1].id == given
 
 
 # --- several files, nesting, precedence -----------------------------------------------------
@@ -233,7 +234,7 @@ def test_later_files_replace_entities_of_the_same_name_and_scope(tmp_path: Path)
             route: example-route
             config: {path: /var/log/route.json}
         """)
-    config = load_config(str(tmp_path), ENV)
+    config = read_config(str(tmp_path), ENV)
 
     service = config.services["example-service"]
     assert (service.protocol, service.host, service.port, service.path) == (
@@ -276,7 +277,7 @@ routes:
 
 
 def test_nested_routes_and_plugins_take_their_parent_as_scope(tmp_path: Path) -> None:
-    config = load_config(str(write(tmp_path, "n.yaml", NESTED.replace("ENABLED", "true"))), {})
+    config = read_config(str(write(tmp_path, "n.yaml", NESTED.replace("ENABLED", "true"))), {})
 
     service = config.services["vertex"]
     assert (service.port, service.url) == (443, "https://aiplatform.googleapis.com")
@@ -293,7 +294,7 @@ def test_nested_routes_and_plugins_take_their_parent_as_scope(tmp_path: Path) ->
 
 
 def test_disabled_plugins_do_not_run_and_do_not_mask_others(tmp_path: Path) -> None:
-    config = load_config(str(write(tmp_path, "n.yaml", NESTED.replace("ENABLED", "false"))), {})
+    config = read_config(str(write(tmp_path, "n.yaml", NESTED.replace("ENABLED", "false"))), {})
     chat = next(route for route in config.routes if route.name == "chat")
     assert config.plugins_for(chat)["file-log"].config["path"] == "/tmp/service.json"
 
@@ -326,7 +327,7 @@ def test_references_may_be_strings_names_or_ids(tmp_path: Path) -> None:
           - {name: file-log, route: {name: r2}, config: {path: /tmp/x}}
           - {name: file-log, service: svc, config: {path: /tmp/y}}
         """)
-    config = load_config(str(tmp_path), {})
+    config = read_config(str(tmp_path), {})
     assert [route.service for route in config.routes] == ["svc", "svc"]
     assert [(p.service, p.route) for p in config.plugins] == [(None, "r2"), ("svc", None)]
 
@@ -343,7 +344,7 @@ def test_info_select_tags_and_defaults_apply_to_the_files_entities(tmp_path: Pat
           - {name: a, host: a.example, tags: [mine]}
           - {name: b, url: "http://b.example"}
         """)
-    config = load_config(str(tmp_path / "a.yaml"), {})
+    config = read_config(str(tmp_path / "a.yaml"), {})
     assert config.services["a"].tags == ("mine", "gatewayd")
     assert (config.services["a"].read_timeout, config.services["a"].port) == (120000, 8080)
     assert config.services["b"].port == 80
@@ -368,7 +369,7 @@ def test_values_arrive_exactly_whatever_the_quoting(tmp_path: Path, scalar: str)
                               "      targets:\n      - route_type: preserve\n"
                               "        model: {provider: gemini}\n"
                               f"        description: {scalar}\n")
-    config = load_config(str(tmp_path / "a.yaml"), {"DECK_V": AWKWARD})
+    config = read_config(str(tmp_path / "a.yaml"), {"DECK_V": AWKWARD})
     expected = AWKWARD.rstrip("\n") if scalar.startswith("|-") else AWKWARD
     assert config.plugins[0].config["targets"][0]["description"] == expected
 
@@ -380,7 +381,7 @@ def test_plain_scalars_are_typed_like_decks_text_substitution(tmp_path: Path) ->
               'model: {provider: gemini, options: {temperature: ${{ env "DECK_T" | toFloat }}, '
               'max_tokens: ${{ env "DECK_WEIGHT" | toInt }}}}}')
     write(tmp_path, "p.yaml", PROXY_TEMPLATE.format(target=target))
-    config = load_config(str(tmp_path / "p.yaml"),
+    config = read_config(str(tmp_path / "p.yaml"),
                          {"DECK_WEIGHT": "42", "DECK_FLAG": "T", "DECK_T": "0.5"})
     target_config = config.plugins[0].config["targets"][0]
     assert target_config["weight"] == 42
@@ -396,7 +397,7 @@ def test_expressions_on_comment_lines_are_left_alone(tmp_path: Path) -> None:
         # path: ${{ env "DECK_UNSET" }} and ${{ env "NOT_DECK" }}
         plugins: [{name: file-log, config: {path: /tmp/x}}]
         """)
-    assert load_config(str(tmp_path / "a.yaml"), {}).plugins[0].config["path"] == "/tmp/x"
+    assert read_config(str(tmp_path / "a.yaml"), {}).plugins[0].config["path"] == "/tmp/x"
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -529,7 +530,7 @@ def test_a_secret_in_a_checked_field_is_shown_as_its_template(tmp_path: Path) ->
     target = GOOD_TARGET.replace("provider: gemini", 'provider: ${{ env "DECK_SHORT" }}')
     write(tmp_path, "p.yaml", PROXY_TEMPLATE.format(target=target))
     with pytest.raises(ConfigError) as caught:
-        load_config(str(tmp_path / "p.yaml"), short)
+        read_config(str(tmp_path / "p.yaml"), short)
     assert "hunter2-secret" not in str(caught.value)
     assert '${{ env "DECK_SHORT" }}' in str(caught.value)
 
@@ -546,7 +547,7 @@ def test_missing_path_and_empty_directory_are_errors(tmp_path: Path) -> None:
 
 
 def test_regex_paths_snis_and_wildcard_hosts_load_as_kong_accepts_them(tmp_path: Path) -> None:
-    config = load_config(str(write(tmp_path, "kong.yaml", textwrap.dedent("""\
+    config = read_config(str(write(tmp_path, "kong.yaml", textwrap.dedent("""\
         _format_version: "3.0"
         routes:
         - name: r
@@ -568,7 +569,7 @@ def test_unbuffered_requests_are_refused_not_ignored(tmp_path):
     path = tmp_path / "kong.yaml"
     path.write_text('_format_version: "3.0"\nroutes:\n  - name: r\n    paths: [/r]\n    request_buffering: false\n')
     with pytest.raises(ConfigError) as raised:
-        load_config(str(path), {})
+        read_config(str(path), {})
     assert str(raised.value) == (
         f"{path}: routes[0] (r): request_buffering: false is not served by gatewayd: "
         "request bodies are always read before proxying"

@@ -13,7 +13,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from treq.testing import StubTreq
 
-from gatewayd.config import ConfigError, load_config
+from gatewayd.config import ConfigError
+from gatewayd.plugins import read_config
 from gatewayd.plugins.ai_rate_limiting_advanced.handler import LocalStore, Window, counters
 from gatewayd.daemon.status import Stats, status_root
 from tests.bounded import until_refused
@@ -275,7 +276,7 @@ class ConsumerConfigTests(SynchronousTestCase):
         self.addCleanup(shutil.rmtree, directory)
         for index, text in enumerate(files):
             (directory / f"{index}.yaml").write_text(text)
-        return load_config(str(directory), {})
+        return read_config(str(directory), {})
 
     def test_a_later_file_replaces_a_consumer_of_the_same_name(self):
         config = self.load(

@@ -13,7 +13,7 @@ import json
 import pytest
 from twisted.internet.error import ConnectionRefusedError
 
-from gatewayd.config import load_config
+from gatewayd.plugins import read_config
 from gatewayd.daemon.gateway import GatewayRoot, GatewaySite, build
 from gatewayd.exchange import WORKSPACE_ID
 from tests.inmemory import Gateway, answer, ask, google_error, target
@@ -131,7 +131,7 @@ def keyed():
     config = made.workdir / "gatewayd.yaml"
     text = config.read_text().replace("plugins:\n", "plugins:" + KEY_AUTH.split("consumers:")[0], 1)
     config.write_text(text + "\nconsumers:" + KEY_AUTH.split("consumers:")[1])
-    _, made.gateway = build(load_config(str(made.workdir), {}), made.reactor, listen=[])
+    _, made.gateway = build(read_config(str(made.workdir), {}), made.reactor, listen=[])
     made.site = GatewaySite(GatewayRoot(made.gateway), made.gateway.stats, reactor=made.reactor, timeout=60)
     yield made
     made.close()

@@ -18,11 +18,10 @@ from typing import Any, Iterator
 import pytest
 from twisted.internet.task import Clock
 
-from gatewayd.config import Plugin, load_config
-from gatewayd.config import loader
+from gatewayd.config import Plugin, loader
 from gatewayd.config.errors import ConfigError
 from gatewayd.config.schema import NO_DEFAULT, Field, SchemaError
-from gatewayd.plugins import CompileContext, ConfigurationError, Kept, installed
+from gatewayd.plugins import CompileContext, ConfigurationError, Kept, installed, read_config
 from gatewayd.plugins import ai_rate_limiting_advanced
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -204,7 +203,7 @@ def test_each_refused_field_is_refused_with_its_reason(plugin, path):
 
 def load(tmp_path: Path, text: str):
     (tmp_path / "kong.yaml").write_text('_format_version: "3.0"\n' + text)
-    return load_config(str(tmp_path / "kong.yaml"), {})
+    return read_config(str(tmp_path / "kong.yaml"), {})
 
 
 @pytest.mark.parametrize("text, where", [

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from gatewayd.config import ConfigError, load_config
-from gatewayd.plugins import ConfigurationError
+from gatewayd.config import ConfigError
+from gatewayd.plugins import ConfigurationError, read_config
 from gatewayd.plugins.rate_limiting import window_start
 from tests.test_service import GatewayInMemory, ask
 
@@ -94,7 +94,7 @@ def test_what_kong_refuses_or_gatewayd_does_not_serve_is_refused(tmp_path, confi
     from twisted.internet.task import Clock
 
     with pytest.raises(ConfigurationError) as raised:
-        Gateway(Clock(), client=None).load(load_config(str(tmp_path / "kong.yaml"), {}))
+        Gateway(Clock(), client=None).load(read_config(str(tmp_path / "kong.yaml"), {}))
     assert message in str(raised.value)
 
 
@@ -105,5 +105,5 @@ def test_what_kong_refuses_or_gatewayd_does_not_serve_is_refused(tmp_path, confi
 def test_values_not_served_are_refused_at_load(tmp_path, config, field):
     (tmp_path / "kong.yaml").write_text(limiter(**config).replace("    route: example-route\n", ""))
     with pytest.raises(ConfigError) as raised:
-        load_config(str(tmp_path / "kong.yaml"), {})
+        read_config(str(tmp_path / "kong.yaml"), {})
     assert f"plugins[0] (rate-limiting): {field}" in str(raised.value)

@@ -11,7 +11,8 @@ from twisted.internet.defer import fail, succeed
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
-from gatewayd.config import ConfigError, load_config
+from gatewayd.config import ConfigError
+from gatewayd.plugins import read_config
 from gatewayd.daemon import reloadack
 from gatewayd.daemon.reload import Reloader
 from gatewayd.daemon.gateway import ConfigurationError, Gateway
@@ -33,7 +34,7 @@ def config(tmp_path, *, key='{"key": "one"}', log="claude.json", model="gemini-2
         (directory / source.name).write_text(text.replace("name: gemini-2.0-flash", f"name: {model}"))
     if extra:
         (directory / "90-extra.yaml").write_text('_format_version: "3.0"\n' + extra)
-    return load_config(str(directory), {**ENV, "DECK_GEMINI_API_KEY": key})
+    return read_config(str(directory), {**ENV, "DECK_GEMINI_API_KEY": key})
 
 
 class TokenSources:

@@ -22,16 +22,12 @@ from .templates import kind_of, load_yaml, redacted
 
 
 def load_config(path: str, environ: Mapping[str, str],
-                schemas: Mapping[str, PluginSchema] | None = None) -> Config:
+                schemas: Mapping[str, PluginSchema]) -> Config:
     """Read a decK state file, or a directory of them applied in name order.
 
-    ``schemas`` are the plugins a file may configure, by name: by default, those of
-    this installation's plugin registry (built-in and third-party).
+    ``schemas`` are the plugins a file may configure, by name (the plugin registry's:
+    :func:`gatewayd.plugins.read_config` passes this installation's).
     """
-    if schemas is None:
-        from gatewayd.plugins import installed
-
-        schemas = installed().schemas
     state = _State(schemas)
     for file in _state_files(path):
         text = _read_text(file)

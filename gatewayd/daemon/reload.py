@@ -3,7 +3,7 @@ read the TLS listeners' certificates again.
 
 The signal handler only hops onto the reactor (``callFromThread``, as twistd's
 own SIGUSR1 log rotation does).  The files are then read, expanded and
-validated by :func:`gatewayd.config.load_config` in the reactor's thread
+validated by :func:`gatewayd.plugins.read_config` in the reactor's thread
 pool: it is pure (files in, frozen values out), and PyYAML parsing a large
 decK dump would otherwise stall every stream in flight.  Compiling the result
 (:meth:`Gateway.load`) touches the gateway's state, so it runs back on the
@@ -27,7 +27,8 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from gatewayd.daemon import systemd
-from gatewayd.config import Config, ConfigError, load_config
+from gatewayd.config import Config, ConfigError
+from gatewayd.plugins import read_config
 from gatewayd.daemon.gateway import ConfigurationError, Gateway
 
 #: The errors that mean "this configuration cannot be served"; their text names file and entity.
@@ -37,10 +38,10 @@ ReadConfig = Callable[[str, Mapping[str, str]], Deferred[Config]]
 
 
 def read_in_thread(reactor: Any) -> ReadConfig:
-    """Run :func:`load_config` in the reactor's thread pool."""
+    """Run :func:`~gatewayd.plugins.read_config` in the reactor's thread pool."""
 
     def read(path: str, environ: Mapping[str, str]) -> Deferred[Config]:
-        return deferToThreadPool(reactor, reactor.getThreadPool(), load_config, path, environ)
+        return deferToThreadPool(reactor, reactor.getThreadPool(), read_config, path, environ)
 
     return read
 

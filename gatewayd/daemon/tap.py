@@ -154,7 +154,7 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     from gatewayd.daemon import reloadack, tls, workers
-    from gatewayd.config import load_config
+    from gatewayd.plugins import read_config
     from gatewayd.plugins.file_log import Rotation
     from gatewayd.daemon.reload import INVALID, Reloader, read_in_thread
     from gatewayd.daemon.gateway import build
@@ -173,7 +173,7 @@ def makeService(options: Options) -> IService:
             sockets = tuple(workers.listening_socket(inner, options["backlog"]) for inner, _ in split)
             tls_options = tuple(files.options() if files else "" for _, files in split)
             listen = [workers.adopt_description(s) + o for s, o in zip(sockets, tls_options)]
-        config = load_config(options["config"], os.environ)
+        config = read_config(options["config"], os.environ)
         service, gateway = build(
             config,
             reactor,

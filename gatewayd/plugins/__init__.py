@@ -34,6 +34,7 @@ from attrs import define, field, frozen
 from twisted.plugin import IPlugin, getPlugins
 from zope.interface import Attribute, Interface, implementer
 
+from gatewayd.config import load_config
 from gatewayd.config.entities import Config, Plugin
 from gatewayd.config.schema import PluginSchema
 
@@ -158,3 +159,8 @@ def installed() -> Registry:
     if _installed is None:
         _installed = Registry.discover()
     return _installed
+
+
+def read_config(path: str, environ: Mapping[str, str]) -> Config:
+    """Read decK files with the plugins of this installation, built-in and third-party."""
+    return load_config(path, environ, installed().schemas)
