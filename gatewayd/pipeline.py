@@ -3,7 +3,7 @@
 listener → :class:`GatewayRoot` (route, exchange) → :class:`RequestLife`:
 the access phases in priority order → the answerer (a plugin's resource, such
 as ai-proxy-advanced's, or the plain proxy to the route's service) → the
-response filters on every header and body write (:class:`GatewayRequest`) →
+response filters on every header and body write (:class:`~gatewayd.site.GatewayRequest`) →
 the log phases, with Kong's record, once the response is done.
 
 A configuration is compiled once into a :class:`Snapshot`: the router and, per
