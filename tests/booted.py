@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from gatewayd.demo import wait_for
+
 SYSTEMD = Path("/lib/systemd/systemd")
 
 #: PID 1 until it execs systemd: $1 is the work directory on the host.
@@ -140,13 +142,11 @@ class BootedSystemd:
             return ""
 
     def _wait(self, predicate, timeout, what):  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.02)
-        raise RuntimeError(f"timed out waiting for {what}: {(self.workdir / 'unshare.log').read_text()}")
+        """The harness's ``wait_for``, with what ``unshare`` said when the boot did not come."""
+        try:
+            return wait_for(predicate, timeout, what)
+        except TimeoutError as error:
+            raise RuntimeError(f"{error}: {(self.workdir / 'unshare.log').read_text()}") from None
 
     def enter(self, *argv: str, network: bool = True, mounts: bool = True) -> list[str]:
         """The command line that runs ``argv`` in the booted system's namespaces.

@@ -72,20 +72,13 @@ def fill(directory: Path, leave: int) -> Path:
     """Fill the filesystem of ``directory``, then free ``leave`` bytes (whole pages, on tmpfs)."""
     filler = directory / "filler"
     with open(filler, "wb", buffering=0) as out:
-        chunk = b"\0" * 65536
-        while True:
-            try:
-                if not out.write(chunk):
+        for chunk in (b"\0" * 65536, b"\0" * 4096):  # big writes, then the last pages
+            while True:
+                try:
+                    if not out.write(chunk):
+                        break
+                except OSError:
                     break
-            except OSError:
-                break
-        chunk = b"\0" * 4096
-        while True:
-            try:
-                if not out.write(chunk):
-                    break
-            except OSError:
-                break
     os.truncate(filler, filler.stat().st_size - leave)
     return filler
 
