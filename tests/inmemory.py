@@ -2,9 +2,9 @@
 
 The gateway runs on a ``MemoryReactorClock``: its ``Site`` serves an
 ``HTTPChannel`` over a ``StringTransport`` (:class:`Client`), and its upstream
-calls go through the real :class:`~gatewayd.upstream.UpstreamClient` (Agent and
-connection pool), whose connection attempts the test accepts and answers by
-hand (:class:`Upstream`).  So what Twisted's client really does on a timeout,
+calls go through the real :class:`~gatewayd.http11.UpstreamClient` (its connections
+and their pool), whose connection attempts the test accepts and answers by
+hand (:class:`Upstream`).  So what the client really does on a timeout,
 a cancellation or a lost connection is what the gateway sees, and the clock
 moves only when the test advances it.
 """

@@ -39,7 +39,8 @@ from gatewayd.providers.auth import (
 )
 from gatewayd.providers.gemini import Target
 from gatewayd.site import CLIENT_IDLE_TIMEOUT, REQUEST_READ_TIMEOUT, CountingSite, GatewaySite
-from gatewayd.upstream import DEFAULT_POOL_SIZE, UpstreamClient, connection_pool
+from gatewayd.http11 import UpstreamClient, UpstreamPool
+from gatewayd.upstream import DEFAULT_POOL_SIZE, connection_pool
 
 #: Seconds the requests cut at the end of the grace period get to write their log records.
 CUT_REQUESTS_SETTLE = 5.0
@@ -58,7 +59,10 @@ class Gateway(application.Service):
 
     reactor: Any
     client: HTTPClient | UpstreamClient | None
+    #: Agent's pool, for the plain proxy to services.
     pool: HTTPConnectionPool | None = None
+    #: The model calls' pool (None when a test gave its own client).
+    llm_pool: UpstreamPool | None = None
     make_token_source: Callable[[Target], TokenSource] | None = None
     registry: Registry = field(factory=installed)
     #: What plugins keep across snapshots (connections, files, balancers), by key.
@@ -118,9 +122,9 @@ class Gateway(application.Service):
 
     def _client(self, connect_timeout: float) -> HTTPClient | UpstreamClient | None:
         """An upstream client on the shared pool with a plugin's connect timeout."""
-        if self.pool is None:
+        if self.llm_pool is None:
             return self.client  # a client given by a test
-        return UpstreamClient.pooled(self.reactor, self.pool, connect_timeout)
+        return UpstreamClient(self.llm_pool, connect_timeout)
 
     def _upstream(self, service: Service) -> Resource:
         """The plain proxy to ``service``, for routes whose plugins do not answer."""
@@ -184,6 +188,8 @@ class Gateway(application.Service):
             _call(value, "close")
         if self.pool is not None:
             await self.pool.closeCachedConnections()
+        if self.llm_pool is not None:
+            await self.llm_pool.close()
 
     async def until_idle(self, timeout: float) -> bool:
         """Whether every request in flight finished within ``timeout`` seconds."""
@@ -244,14 +250,16 @@ def build(
     its certificate is read now (:class:`gatewayd.daemon.tls.CertificateError` if it
     cannot serve) and again by :meth:`Gateway.reload_certificates`.
     """
-    pool = None
+    pool = llm_pool = None
     if client is None:
         pool = connection_pool(reactor, pool_size)
-        client = UpstreamClient.pooled(reactor, pool)
+        llm_pool = UpstreamPool(reactor, pool_size)
+        client = UpstreamClient(llm_pool)
     gateway = Gateway(
         reactor,
         client,
         pool,
+        llm_pool,
         make_token_source or google_token_sources(reactor),
         registry or installed(),
         shutdown_grace=shutdown_grace,
