@@ -317,6 +317,7 @@ class AIProxy:
         reader = _BodyReader(self.reactor, self.settings.read_timeout)
         request.notifyFinish().addErrback(lambda _: reader.client_gone())
         response.deliverBody(reader)
+        reader.watch()
         try:
             raw = await reader.done
         except Exception as error:
@@ -526,8 +527,10 @@ class _BodyReader(Protocol):
         self._idle: IDelayedCall | None = None
         self._stopped = False
 
-    def connectionMade(self) -> None:
-        self._idle = self.reactor.callLater(self.read_timeout, self._stalled)
+    def watch(self) -> None:
+        """Start the read timeout, unless the whole body came with the response head."""
+        if not self.done.called and not self._stopped:
+            self._idle = self.reactor.callLater(self.read_timeout, self._stalled)
 
     def dataReceived(self, data: bytes) -> None:
         self._parts.append(data)
