@@ -13,7 +13,7 @@ import io
 import tempfile
 from typing import IO, Any, Protocol
 
-from twisted.internet.interfaces import IDelayedCall, ISSLTransport
+from twisted.internet.interfaces import IAddress, IDelayedCall, ISSLTransport
 from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import INonQueuedRequestFactory
@@ -54,6 +54,20 @@ class GatewayChannel(HTTPChannel):
     _deadline: IDelayedCall | None = None
     #: Whether a request is being read: from its first byte to its last.
     _reading: bool = False
+    _peer: IAddress | None = None
+    _host: IAddress | None = None
+
+    def getPeer(self) -> IAddress:
+        """The client's address, asked of the transport once per connection, not per request."""
+        if self._peer is None:
+            self._peer = super().getPeer()
+        return self._peer
+
+    def getHost(self) -> IAddress:
+        """The listener's address: a ``getsockname`` call once per connection, not per request."""
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
 
     def dataReceived(self, data: bytes) -> None:
         if not self._reading and not self._handlingRequest and data:
