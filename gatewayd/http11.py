@@ -22,7 +22,7 @@ service proxy keeps Agent's pool.
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 import httptools
@@ -166,14 +166,19 @@ class HTTP11Connection(Protocol):
         self._lost = False
         self._on_lost: list[Deferred[None]] = []
 
-    def request(self, head: bytes, body: bytes | IBodyProducer) -> Deferred[UpstreamResponse]:
+    def request(
+        self, head: bytes, body: bytes | IBodyProducer, sent: Callable[[], None] | None = None
+    ) -> Deferred[UpstreamResponse]:
         """Send ``head`` (request line and header lines) and ``body``; fires with the response head.
 
-        Cancelling it before the head has come drops the connection.
+        ``sent`` is called once a bytes body has been handed over (a producer body says
+        so itself).  Cancelling before the head has come drops the connection.
         """
         self._waiting = waiting = Deferred(self._cancel)
         if isinstance(body, bytes):
             self.transport.write(b"%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body))
+            if sent is not None:
+                sent()
         else:
             self.transport.write(b"%sContent-Length: %d\r\n\r\n" % (head, body.length))
             self._body = body
@@ -388,8 +393,10 @@ class UpstreamClient:
         data: bytes | IBodyProducer = b"",
         headers: Mapping[str, str] | None = None,
         unbuffered: bool = True,
+        sent: Callable[[], None] | None = None,
     ) -> Deferred[UpstreamResponse]:
-        """POST ``data`` (bytes, or a producer such as :class:`gatewayd.upstream.TimedBody`).
+        """POST ``data`` (bytes, or a producer such as :class:`gatewayd.upstream.TimedBody`);
+        ``sent`` is called when bytes have been handed to the connection.
 
         The response's body is never buffered here (``unbuffered`` is treq's name for that).
         """
@@ -397,9 +404,9 @@ class UpstreamClient:
         head = where.head + header_lines(headers or {})
         idle = self.pool.idle(where.key)
         if idle is not None:
-            return idle.request(head, data)
+            return idle.request(head, data, sent)
         connecting = self.pool.connect(where.key, self.connect_timeout)
-        return connecting.addCallback(lambda connection: connection.request(head, data))
+        return connecting.addCallback(lambda connection: connection.request(head, data, sent))
 
 
 __all__ = ["HTTP11Connection", "UpstreamClient", "UpstreamPool", "UpstreamResponse"]

@@ -58,6 +58,11 @@ class BytesProducer:
         pass
 
 
+#: Bodies up to this size are handed to the connection in one write and count as sent
+#: at once: Linux's initial socket send buffer (``tcp_wmem``) takes them whole.
+ONE_WRITE = 16384
+
+
 @implementer(IBodyProducer)
 class TimedBody:
     """A request body sent with nginx's timing: a piece per reactor turn while the upstream

@@ -341,3 +341,13 @@ def _turn() -> Deferred[None]:
     waiter: Deferred[None] = Deferred()
     global_reactor.callLater(0.01, waiter.callback, None)
     return waiter
+
+
+def test_a_bytes_body_counts_as_sent_once_handed_to_the_connection_not_before():
+    pool = UpstreamPool(MemoryReactorClock())
+    sent: list[bytes] = []
+    connection = HTTP11Connection(pool, KEY)
+    transport = Lossy()
+    connection.makeConnection(transport)
+    connection.request(HEAD, b"{}", lambda: sent.append(transport.value()))
+    assert sent == [transport.value()] and sent[0].endswith(b"\r\n\r\n{}")

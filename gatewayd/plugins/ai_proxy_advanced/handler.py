@@ -38,7 +38,7 @@ from gatewayd.providers.usage import Tokens, kong_usage, tokens_from_anthropic, 
 from .claude import ClaudePassthrough
 from .stream import SSEBridge
 from gatewayd.http11 import UpstreamClient
-from gatewayd.upstream import TimedBody
+from gatewayd.upstream import ONE_WRITE, TimedBody
 from gatewayd.translate import (
     Prepared,
     SignatureMemory,
@@ -258,17 +258,22 @@ class AIProxy:
             exchange.proxy_started = self.reactor.seconds()
         data = json.dumps(body, ensure_ascii=False).encode("utf-8")
         timing = _AttemptTimers(self.reactor, self.settings.read_timeout)
-        # connect_timeout is the endpoint's (client_for); the body's producer keeps
-        # write_timeout between writes and starts read_timeout once it is all out.
-        sending: bytes | TimedBody = data
-        if isinstance(self.client, UpstreamClient):
-            sending = TimedBody(
+        # connect_timeout is the endpoint's (client_for); write_timeout runs between two
+        # writes of a body too large to leave at once, and read_timeout starts once all of
+        # the body has been handed to the connection.
+        url = target.url(action)
+        if not isinstance(self.client, UpstreamClient):  # a test's StubTreq takes bytes, sent at once
+            timing.sent()
+            pending = self.client.post(url, data=data, headers=headers, unbuffered=True)
+        elif len(data) <= ONE_WRITE:
+            pending = self.client.post(url, data=data, headers=headers, sent=timing.sent)
+        else:
+            body = TimedBody(
                 io.BytesIO(data), len(data), self.reactor, self.settings.write_timeout,
                 timing.sent, timing.write_expired,
             )
-        else:  # a test's StubTreq takes bytes only, and they leave at once
-            timing.sent()
-        pending = timing.pending = self.client.post(target.url(action), data=sending, headers=headers, unbuffered=True)
+            pending = self.client.post(url, data=body, headers=headers)
+        timing.pending = pending
         request.notifyFinish().addErrback(lambda _: pending.cancel())
         try:
             response = await pending
