@@ -159,6 +159,7 @@ class HTTP11Connection(Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._waiting: Deferred[UpstreamResponse] | None = None
         self._response: UpstreamResponse | None = None
+        self._head: UpstreamResponse | None = None  # parsed in this read, not announced yet
         self._body: IBodyProducer | None = None
         self._phrase = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -218,11 +219,19 @@ class HTTP11Connection(Protocol):
         except httptools.HttpParserError as error:
             cause = error.__context__ if isinstance(error, httptools.HttpParserCallbackError) else error
             self._fail(Failure(cause or error))
+            return
+        head, self._head = self._head, None
+        if head is not None and self._waiting is not None:
+            # Announced once this read is parsed: a body that came with its head is then
+            # whole, and its reader needs no read timer.
+            waiting, self._waiting = self._waiting, None
+            waiting.callback(head)
 
     def _fail(self, failure: Failure) -> None:
         """A response that cannot be read further: its reader learns why, the connection goes."""
         self._stop_body()
         self.transport.abortConnection()
+        self._head = None
         if self._waiting is not None:
             waiting, self._waiting = self._waiting, None
             waiting.errback(Failure(ResponseNeverReceived([failure])))
@@ -246,9 +255,7 @@ class HTTP11Connection(Protocol):
         if code < 200 or self._waiting is None:
             return  # an interim answer (100 Continue); the final one follows
         self._keep_alive = self._parser.should_keep_alive()
-        self._response = UpstreamResponse(code, self._phrase, self._headers, self)
-        waiting, self._waiting = self._waiting, None
-        waiting.callback(self._response)
+        self._response = self._head = UpstreamResponse(code, self._phrase, self._headers, self)
 
     def on_body(self, body: bytes) -> None:
         if self._response is not None:

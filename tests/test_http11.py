@@ -351,3 +351,19 @@ def test_a_bytes_body_counts_as_sent_once_handed_to_the_connection_not_before():
     connection.makeConnection(transport)
     connection.request(HEAD, b"{}", lambda: sent.append(transport.value()))
     assert sent == [transport.value()] and sent[0].endswith(b"\r\n\r\n{}")
+
+
+def test_a_response_that_came_whole_in_one_read_is_announced_whole():
+    """Its reader has the whole body on deliverBody, so it needs no read timer."""
+    connection, _ = connected()
+    seen: list[Reader] = []
+
+    def deliver(response):
+        reader = Reader()
+        response.deliverBody(reader)
+        seen.append(reader)
+
+    connection.request(HEAD, b"").addCallback(deliver)
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    (reader,) = seen
+    assert reader.body == b"ok" and reader.ended.check(ResponseDone)
