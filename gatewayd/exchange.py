@@ -7,7 +7,6 @@ ai-proxy-advanced when the target has ``logging.log_statistics`` on.
 
 from __future__ import annotations
 
-import secrets
 import time
 import uuid
 from urllib.parse import unquote_plus
@@ -19,6 +18,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
 from gatewayd.config import Consumer, KeyCredential
+from gatewayd.ids import hex_id
 
 # Fixed namespace, so entity ids are stable across restarts and machines.
 ENTITY_NAMESPACE = uuid.UUID("5f1e3d2c-7b4a-4e8f-9a61-0c2d9e8b7a10")
@@ -54,7 +54,7 @@ class Exchange:
     started: float  # reactor seconds
     started_at: float = field(factory=time.time)  # wall clock, for started_at
     #: Kong's request id (nginx's ``$request_id``: 16 random bytes in hex), in error bodies and the log.
-    request_id: str = field(factory=lambda: secrets.token_hex(16))
+    request_id: str = field(factory=lambda: hex_id(16))
     request_size: int = 0
     route: dict[str, Any] | None = None
     service: dict[str, Any] | None = None

@@ -11,9 +11,9 @@ streaming so a sequence split across chunks is caught.
 """
 
 import json
-import secrets
-import string
 from collections.abc import Callable
+
+from gatewayd.ids import base62_id
 
 from .errors import TranslationError
 from .signatures import SignatureMemory, TextDigest
@@ -21,7 +21,6 @@ from .request import SIGNATURE_NEXT, SIGNATURE_PREVIOUS, SIGNATURE_THOUGHT, Prep
 
 Event = tuple[str, dict]
 
-_BASE62 = string.ascii_letters + string.digits
 REFUSAL_REASONS = frozenset(
     {
         "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
@@ -34,7 +33,7 @@ _BROKEN_CALL_REASONS = frozenset({"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CA
 
 def new_tool_id() -> str:
     """A fresh Anthropic-style tool_use id (Gemini's calls carry none on Vertex v1)."""
-    return "toolu_" + "".join(secrets.choice(_BASE62) for _ in range(24))
+    return "toolu_" + base62_id(24)
 
 
 def usage_from_gemini(usage_metadata: dict) -> dict:
