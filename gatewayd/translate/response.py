@@ -28,7 +28,6 @@ def message_from_gemini(
     translator = translator_for(
         prepared, message_id=message_id, model=model, new_tool_id=new_tool_id, memory=memory
     )
-    translator.start()
     content = fold(translator.feed(resp) + translator.finish())
     return {
         "id": message_id,

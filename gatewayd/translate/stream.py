@@ -160,6 +160,7 @@ class StreamTranslator:
         self._trailing: tuple[TextDigest, str] | None = None  # (text, signature) of a closed text block
         self._tail = ""  # text held back while looking for stop sequences
         self._usage_metadata: dict = {}
+        self._usage: dict | None = None  # usage_from_gemini(self._usage_metadata), once asked for
         self.response_model: str | None = None  # the modelVersion Gemini reports
         self._finish_reason: str | None = None
         self._finish_message: str | None = None
@@ -171,7 +172,10 @@ class StreamTranslator:
 
     @property
     def usage(self) -> dict:
-        return usage_from_gemini(self._usage_metadata)
+        """Anthropic's usage so far: a dict of the caller's own, translated once per usageMetadata."""
+        if self._usage is None:
+            self._usage = usage_from_gemini(self._usage_metadata)
+        return dict(self._usage)
 
     @property
     def usage_metadata(self) -> dict:
@@ -205,9 +209,7 @@ class StreamTranslator:
         events = [] if self._started else self._start_after(chunk)
         if isinstance(chunk.get("modelVersion"), str):
             self.response_model = chunk["modelVersion"]
-        usage = chunk.get("usageMetadata")
-        if isinstance(usage, dict):
-            self._usage_metadata = usage
+        self._take_usage(chunk)
         feedback = chunk.get("promptFeedback")
         if isinstance(feedback, dict) and feedback.get("blockReason"):
             self._block_reason = feedback["blockReason"]
@@ -260,10 +262,13 @@ class StreamTranslator:
         return events
 
     def _start_after(self, chunk: dict) -> list[Event]:
-        usage = chunk.get("usageMetadata")
-        if isinstance(usage, dict):
-            self._usage_metadata = usage
+        self._take_usage(chunk)
         return self.start()
+
+    def _take_usage(self, chunk: dict) -> None:
+        usage = chunk.get("usageMetadata")
+        if isinstance(usage, dict) and usage is not self._usage_metadata:
+            self._usage_metadata, self._usage = usage, None
 
     def _stop(self) -> tuple[str, str | None]:
         if self._matched is not None:
