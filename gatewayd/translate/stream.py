@@ -331,7 +331,7 @@ class StreamTranslator:
                 "input": {},
             }
             self._open_block(events, block, "tool_use")
-            args = json.dumps(call.get("args") or {}, ensure_ascii=False, separators=(",", ":"))
+            args = _encode_json(call.get("args") or {})
             self._delta(events, {"type": "input_json_delta", "partial_json": args})
             self._close(events)
             self._tool_used = True
