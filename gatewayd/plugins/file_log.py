@@ -257,10 +257,10 @@ def _write_whole_lines(file: IO[bytes], lines: list[bytes]) -> int:
 
     A full disk may take part of a write: the file is cut back to the end of
     the last whole line, unless something else appended meanwhile (another
-    worker), whose bytes must not be cut.
+    worker), whose bytes must not be cut.  An append leaves the file's offset
+    where its bytes end, so only a short write costs a look at the file's size.
     """
     data = b"".join(lines)
-    start = os.fstat(file.fileno()).st_size
     written = file.write(data) or 0
     if written == len(data):
         return len(lines)
@@ -270,8 +270,9 @@ def _write_whole_lines(file: IO[bytes], lines: list[bytes]) -> int:
             break
         whole += len(line)
         count += 1
-    if os.fstat(file.fileno()).st_size == start + written:
-        os.ftruncate(file.fileno(), start + whole)
+    end = file.tell()
+    if os.fstat(file.fileno()).st_size == end:
+        os.ftruncate(file.fileno(), end - written + whole)
     return count
 
 
