@@ -28,7 +28,7 @@ REFUSAL_REASONS = frozenset(
     }
 )
 # Gemini ends the turn without a usable call; the client gets a note instead of silence.
-_BROKEN_CALL_REASONS = frozenset({"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS"})
+BROKEN_CALL_REASONS = frozenset({"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS"})
 
 
 def new_tool_id() -> str:
@@ -52,6 +52,20 @@ def usage_from_gemini(usage_metadata: dict) -> dict:
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": cached,
     }
+
+
+def stop_reason(finish_reason: str | None, blocked: bool, tool_used: bool) -> str:
+    """Anthropic's stop_reason for how Gemini ended a turn, no stop sequence matched: its
+    ``finishReason``, whether the prompt was blocked, and whether a tool call came."""
+    if finish_reason is None and blocked:
+        return "refusal"
+    if finish_reason in REFUSAL_REASONS:
+        return "refusal"
+    if finish_reason == "MAX_TOKENS":
+        return "max_tokens"
+    if tool_used:
+        return "tool_use"
+    return "end_turn"
 
 
 # Made once: json.dumps with options builds a new encoder per call, and this runs per event.
@@ -237,7 +251,7 @@ class StreamTranslator:
         events = self.start()
         self._close(events)
         reason, sequence = self._stop()
-        if self._finish_reason in _BROKEN_CALL_REASONS:
+        if self._finish_reason in BROKEN_CALL_REASONS:
             note = f"[gatewayd: Gemini ended the turn with {self._finish_reason}"
             if self._finish_message:
                 note += f": {self._finish_message}"
@@ -273,16 +287,7 @@ class StreamTranslator:
     def _stop(self) -> tuple[str, str | None]:
         if self._matched is not None:
             return "stop_sequence", self._matched
-        reason = self._finish_reason
-        if reason is None and self._block_reason:
-            return "refusal", None
-        if reason in REFUSAL_REASONS:
-            return "refusal", None
-        if reason == "MAX_TOKENS":
-            return "max_tokens", None
-        if self._tool_used:
-            return "tool_use", None
-        return "end_turn", None
+        return stop_reason(self._finish_reason, bool(self._block_reason), self._tool_used), None
 
     def _part(self, part: dict, events: list[Event]) -> None:
         signature = part.get("thoughtSignature")
