@@ -21,10 +21,14 @@ def client_there(request: Request) -> bool:
     return not (request.finished or (exchange is not None and exchange.client_gone))
 
 
+#: Made once: ``json.dumps`` with an option builds a new encoder for every call.
+_encode_json = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def respond_json(request: Request, status: int, body: Mapping[str, Any]) -> None:
     if not client_there(request):
         return
-    data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+    data = _encode_json(body).encode("utf-8")
     request.setResponseCode(status)
     request.setHeader("content-type", "application/json")
     request.setHeader("content-length", str(len(data)))

@@ -241,7 +241,8 @@ def head_size(version: bytes, code: int, reason: bytes, headers: Headers) -> int
     """The length of a response's status line and header block, as ``HTTPChannel.writeHeaders`` writes them."""
     size = len(version) + 1 + len(b"%d" % code) + 1 + len(reason) + 2
     for name, values in headers.getAllRawHeaders():
-        size += sum(len(name) + 2 + len(value) + 2 for value in values)
+        for value in values:
+            size += len(name) + len(value) + 4  # "Name: value\r\n"
     return size + 2
 
 

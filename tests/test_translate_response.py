@@ -2,6 +2,8 @@
 
 import pytest
 from anthropic.types import Message
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gatewayd.translate import (
     ModelProfile,
@@ -9,8 +11,10 @@ from gatewayd.translate import (
     message_from_gemini,
     new_tool_id,
     prepare,
+    translator_for,
     usage_from_gemini,
 )
+from gatewayd.translate.blocks import fold
 
 BODY = {"model": "claude-x", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}],
         "tools": [{"name": "lookup", "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}}]}
@@ -37,6 +41,37 @@ def test_text_and_function_call_message():
         "stop_reason": "tool_use", "stop_sequence": None,
         "usage": {"input_tokens": 50, "output_tokens": 10, "cache_creation_input_tokens": 0,
                   "cache_read_input_tokens": 0},
+    }
+
+
+_PART = st.one_of(
+    st.fixed_dictionaries({"text": st.sampled_from(["", " ", "Hello", " there\n", "ll"])}),
+    st.fixed_dictionaries({"text": st.just("Hmm"), "thought": st.just(True)}),
+    st.fixed_dictionaries({"text": st.just("Hi"), "thoughtSignature": st.just("c2ln")}),
+    st.fixed_dictionaries({"functionCall": st.just({"name": "lookup", "args": {"q": "x"}})}),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    parts=st.lists(_PART, max_size=3),
+    finish=st.sampled_from([None, "STOP", "MAX_TOKENS", "SAFETY", "MALFORMED_FUNCTION_CALL"]),
+    blocked=st.booleans(),
+    stops=st.sampled_from([[], ["ll"]]),
+)
+def test_an_answer_is_the_fold_of_its_stream_translation(parts, finish, blocked, stops):
+    # Plain text answers are put together directly; every answer must come out as folding does.
+    prepared = prepare({**BODY, "stop_sequences": stops}, ModelProfile("gemini-2.5-flash"))
+    candidate = {"content": {"role": "model", "parts": parts}, **({"finishReason": finish} if finish else {})}
+    resp = {"candidates": [candidate], "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 2}}
+    if blocked:
+        resp["promptFeedback"] = {"blockReason": "SAFETY"}
+    translator = translator_for(prepared, message_id="msg_1", model="m", new_tool_id=lambda: "toolu_1")
+    content = fold(translator.feed(resp) + translator.finish())
+    assert message_from_gemini(resp, prepared, message_id="msg_1", model="m", new_tool_id=lambda: "toolu_1") == {
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "m", "content": content,
+        "stop_reason": translator.stop_reason, "stop_sequence": translator.stop_sequence,
+        "usage": translator.usage,
     }
 
 

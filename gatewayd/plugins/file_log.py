@@ -1,7 +1,6 @@
 """The file-log plugin: one JSON object per line per request, as Kong writes them.
 
-Records travel as ``twisted.logger`` events: each file-log plugin instance owns
-a :class:`~twisted.logger.Logger` whose observer is a :class:`JSONLinesFile`.
+Each file a file-log plugin instance names is a :class:`JSONLinesFile`.
 Records are buffered as they come and serialized and written once per reactor
 turn, after the responses of that turn have gone out: a burst of requests
 costs one ``write`` call, and nothing is held back longer than that.
@@ -20,11 +19,11 @@ from typing import IO, Any, Callable, Mapping
 
 from attrs import define, field, frozen
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import ILogObserver, Logger
-from zope.interface import implementer
+from twisted.logger import Logger
 
 from gatewayd.config import Plugin
 from gatewayd.config.schema import PluginSchema, boolean, map_of, record, string
+from gatewayd.exchange import Entity
 from gatewayd.plugins import CompileContext, KongPlugin, refuse
 
 #: Bytes of records kept in memory per file while they cannot be written (``--file-log-backlog``).
@@ -56,17 +55,17 @@ class Rotation:
     keep: int = 5
 
 
-@implementer(ILogObserver)
 @define
 class JSONLinesFile:
-    """Appends the ``record`` of each log event to a file, one JSON line each.
+    """Appends records to a file, one JSON line each.
 
     ``reopen`` is Kong's option of the same name: the file is opened anew for
     every batch, so it follows a rename without a signal.  :meth:`reopen` does
     the same on demand (SIGHUP after logrotate).  A file no longer configured
     is retired (:meth:`retire`): it keeps no descriptor open between batches.
     Lines that cannot be written wait in memory, up to ``backlog_limit`` bytes;
-    ``report(path, lost, backlog)`` hears of records lost and of the backlog's length.
+    ``report(path, lost, backlog)`` hears of records lost and of the backlog's length
+    when either changed (and after the first write).
     """
 
     path: str
@@ -86,14 +85,13 @@ class JSONLinesFile:
     _lost_now: int = field(default=0, init=False)
     lost: int = field(default=0, init=False)
     _reported_lost: int = field(default=0, init=False)
+    _reported_backlog: int | None = field(default=None, init=False)
     _failing_since: float | None = field(default=None, init=False)
 
     log = Logger()
 
-    def __call__(self, event: Mapping[str, Any]) -> None:
-        record = event.get("record")
-        if record is None:
-            return
+    def add(self, record: Mapping[str, Any]) -> None:
+        """Buffer ``record`` for this reactor turn's write."""
         if self._failing_since is not None:  # the retry is scheduled; the bound applies now
             self._keep(_line(record))
             self._report()
@@ -140,9 +138,10 @@ class JSONLinesFile:
         self._report()
 
     def _report(self) -> None:
-        if self.report is not None:
-            self.report(self.path, self.lost - self._reported_lost, len(self._backlog))
-        self._reported_lost = self.lost
+        lost, backlog = self.lost - self._reported_lost, len(self._backlog)
+        if self.report is not None and (lost or backlog != self._reported_backlog):
+            self.report(self.path, lost, backlog)
+        self._reported_lost, self._reported_backlog = self.lost, backlog
 
     def _keep(self, line: bytes) -> None:
         """Queue a line, or, while writes fail, count it lost when the backlog is full."""
@@ -229,12 +228,28 @@ class JSONLinesFile:
         os.replace(self.path, f"{self.path}.1")
 
 
-#: Made once: ``json.dumps`` with options builds a new encoder for every call.
-_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+#: Made once: ``json.dumps`` with options builds a new encoder for every call.  A record is
+#: a tree, so no watch for circular references.
+_encode_json = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), default=str, check_circular=False
+).encode
 
 
 def _line(record: Mapping[str, Any]) -> bytes:
-    return (_encode_json(record) + "\n").encode("utf-8")
+    """``record`` as one JSON line; the entities it ends with (route, service) are encoded
+    once per snapshot and appended."""
+    items = list(record.items())
+    cut = len(items)
+    while cut and type(items[cut - 1][1]) is Entity:
+        cut -= 1
+    if cut == len(items):
+        return (_encode_json(record) + "\n").encode("utf-8")
+    pieces = [_encode_json(dict(items[:cut]))[1:-1]] if cut else []
+    for key, entity in items[cut:]:
+        if entity.encoded is None:
+            entity.encoded = _encode_json(entity)
+        pieces.append(f"{_encode_json(key)}:{entity.encoded}")
+    return ("{" + ",".join(pieces) + "}\n").encode("utf-8")
 
 
 def _write_whole_lines(file: IO[bytes], lines: list[bytes]) -> int:
@@ -242,10 +257,10 @@ def _write_whole_lines(file: IO[bytes], lines: list[bytes]) -> int:
 
     A full disk may take part of a write: the file is cut back to the end of
     the last whole line, unless something else appended meanwhile (another
-    worker), whose bytes must not be cut.
+    worker), whose bytes must not be cut.  An append leaves the file's offset
+    where its bytes end, so only a short write costs a look at the file's size.
     """
     data = b"".join(lines)
-    start = os.fstat(file.fileno()).st_size
     written = file.write(data) or 0
     if written == len(data):
         return len(lines)
@@ -255,8 +270,9 @@ def _write_whole_lines(file: IO[bytes], lines: list[bytes]) -> int:
             break
         whole += len(line)
         count += 1
-    if os.fstat(file.fileno()).st_size == start + written:
-        os.ftruncate(file.fileno(), start + whole)
+    end = file.tell()
+    if os.fstat(file.fileno()).st_size == end:
+        os.ftruncate(file.fileno(), end - written + whole)
     return count
 
 
@@ -270,10 +286,9 @@ def _open_append(path: str) -> IO[bytes]:
 
 @define
 class FileLog:
-    """One file: a logger wired to its JSON-lines sink, kept across reloads by path."""
+    """One file, kept across reloads by path."""
 
     file: JSONLinesFile
-    logger: Logger
 
     @classmethod
     def open(
@@ -286,11 +301,11 @@ class FileLog:
         backlog_limit: int = DEFAULT_BACKLOG_BYTES,
         report: Callable[[str, int, int], None] | None = None,
     ) -> "FileLog":
-        sink = JSONLinesFile(path, reactor, reopen, rotation, backlog_limit, report)
-        return cls(sink, Logger(namespace="gatewayd.file_log", observer=sink))
+        return cls(JSONLinesFile(path, reactor, reopen, rotation, backlog_limit, report))
 
     def write(self, record: Mapping[str, Any]) -> None:
-        self.logger.info("access record for {path}", path=self.file.path, record=record)
+        # Straight to the file: emitting a twisted.logger event costs several times the buffering.
+        self.file.add(record)
 
     def reopen(self) -> None:
         self.file.reopen()

@@ -78,15 +78,17 @@ class Target:
     top_k: int | None = None
     #: ``model.options.anthropic_version``, for Claude on Vertex.
     anthropic_version: str | None = None
+    #: What the translator needs of the model, made once, not per request.
+    profile: ModelProfile = field(init=False, eq=False, repr=False)
+
+    @profile.default
+    def _profile(self) -> ModelProfile:
+        return ModelProfile(name=self.model, api=self.api, max_tokens=self.max_tokens)
 
     @property
     def publisher(self) -> str:
         """Vertex's publisher of the model: ``anthropic`` for ``claude-*`` (as Kong's driver decides)."""
         return "anthropic" if self.api == "vertex" and self.model.startswith("claude-") else "google"
-
-    @property
-    def profile(self) -> ModelProfile:
-        return ModelProfile(name=self.model, api=self.api, max_tokens=self.max_tokens)
 
     def options_over(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """The client's body with the target's sampling options in place of the client's."""

@@ -9,6 +9,9 @@ import json
 
 Event = tuple[str, dict]
 
+# Made once: json.dumps with options builds a new encoder per call.
+_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
 
 def fold(events: list[Event]) -> list[dict]:
     """The content blocks that ``content_block_start``/``_delta`` events describe, in order."""
@@ -55,7 +58,7 @@ def block_events(index: int, block: dict) -> list[Event]:
             deltas.append({"type": "signature_delta", "signature": block["signature"]})
     elif kind in ("tool_use", "server_tool_use"):
         start = {**block, "input": {}}
-        arguments = json.dumps(block["input"], ensure_ascii=False, separators=(",", ":"))
+        arguments = _encode_json(block["input"])
         deltas.append({"type": "input_json_delta", "partial_json": arguments})
     else:
         start = block  # result blocks arrive whole in their start event

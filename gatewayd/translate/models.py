@@ -7,7 +7,7 @@ profile derives those facts from the model name so the request builder never gue
 import functools
 import re
 
-from attrs import frozen
+from attrs import field, frozen
 
 _VERSION = re.compile(r"gemini-(\d+)(?:\.(\d+))?")
 
@@ -54,21 +54,24 @@ class ModelProfile:
     name: str
     api: str = "vertex"  # "vertex" (Vertex AI v1) or "gemini" (Gemini API v1beta)
     max_tokens: int | None = None
+    # Derived once: a request asks several questions of them.
+    #: The bare model id, without any ``publishers/google/models/`` style prefix.
+    model_id: str = field(init=False, eq=False, repr=False)
+    #: "2.0", "2.5" or "3" (every 3.x behaves alike for translation).
+    family: str = field(init=False, eq=False, repr=False)
 
-    @property
-    def model_id(self) -> str:
-        """The bare model id, without any ``publishers/google/models/`` style prefix."""
+    @model_id.default
+    def _bare_name(self) -> str:
         return self.name.rsplit("/", 1)[-1]
+
+    @family.default
+    def _family_of_name(self) -> str:
+        return _family(self.model_id)
 
     @property
     def generation(self) -> tuple[int, int]:
         """(major, minor) from the name; unknown names count as the newest generation we know."""
         return _generation(self.model_id)
-
-    @property
-    def family(self) -> str:
-        """"2.0", "2.5" or "3" (every 3.x behaves alike for translation)."""
-        return _family(self.model_id)
 
     @property
     def is_gemini3(self) -> bool:

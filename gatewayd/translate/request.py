@@ -29,7 +29,7 @@ from .errors import TranslationError
 from .images import GEMINI_IMAGE_TYPES, gif_to_png
 from .models import ModelProfile
 from .signatures import SignatureMemory
-from .schema import clean_schema_json, declaration_parameters
+from .schema import clean_schema_keyed, declaration_parameters, schema_key
 
 # A thinking block's signature is one of ours when it starts with one of these; what follows is
 # Gemini's thoughtSignature. "n": it belongs to the next text/tool_use part of the message;
@@ -240,7 +240,7 @@ class _Builder:
             description = tool.get("description")
             description = description if isinstance(description, str) else ""
             if schema.get("properties") or schema.get("additionalProperties") not in (None, False):
-                parameters = declaration_parameters(_json_key(schema), self.profile.api)
+                parameters = declaration_parameters(schema_key(schema), self.profile.api)
                 if parameters.json_schema is not None:
                     declaration["parametersJsonSchema"] = parameters.json_schema
                 else:
@@ -734,7 +734,7 @@ def _response_format(body: dict, profile: ModelProfile, config: dict) -> None:
     if not isinstance(schema, dict):
         raise TranslationError("output_config.format.schema", "is required and must be an object")
     config["responseMimeType"] = "application/json"
-    config["responseSchema"] = clean_schema_json(_json_key(schema), profile.api)
+    config["responseSchema"] = clean_schema_keyed(schema_key(schema), profile.api)
 
 
 def _level(kind: str | None, budget: int | None, effort: str | None, profile: ModelProfile) -> str | None:
@@ -765,10 +765,6 @@ def _budget(kind: str | None, budget: int | None, effort: str | None, profile: M
     else:
         return -1  # adaptive: dynamic budget
     return max(low, min(high, wanted))
-
-
-def _json_key(schema: dict) -> str:
-    return json.dumps(schema, separators=(",", ":"))
 
 
 def _is_int(value: Any) -> bool:

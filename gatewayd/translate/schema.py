@@ -14,6 +14,7 @@ as ``nullable``, ``allOf`` merged, dropped constraints spelled out in the descri
 """
 
 import json
+import marshal
 import math
 from functools import lru_cache
 from typing import Any
@@ -60,13 +61,23 @@ def _cleaner(schema: dict, api: str, hoist: bool) -> "_Cleaner":
     return _Cleaner(api, defs, hoist)
 
 
+def schema_key(schema: dict) -> bytes:
+    """A schema as a cache key, so a client's fixed tool list is cleaned once.
+
+    marshal's version 2 keeps key order and tells 1, 1.0 and true apart, as JSON text does
+    (version 3 on marks shared objects, which would make equal schemas differ), in a third of
+    ``json.dumps``'s time: Claude Code sends some 25 tool schemas, 77 KB, with every request.
+    """
+    return marshal.dumps(schema, 2)
+
+
 @lru_cache(maxsize=512)
-def clean_schema_json(schema_json: str, api: str) -> dict:
-    """clean_schema keyed by the schema's JSON text, so a client's fixed tool list is cleaned once.
+def clean_schema_keyed(key: bytes, api: str) -> dict:
+    """clean_schema of the schema ``key`` (:func:`schema_key`) stands for.
 
     The cached dict is shared: callers must not mutate it.
     """
-    return clean_schema(json.loads(schema_json), api)
+    return clean_schema(marshal.loads(key), api)
 
 
 @frozen
@@ -86,12 +97,12 @@ class Parameters:
 
 
 @lru_cache(maxsize=512)
-def declaration_parameters(schema_json: str, api: str) -> Parameters:
-    """A tool's input schema (as JSON text, the cache key) for ``api``'s FunctionDeclaration.
+def declaration_parameters(key: bytes, api: str) -> Parameters:
+    """A tool's input schema (as its :func:`schema_key`) for ``api``'s FunctionDeclaration.
 
     The cached value is shared: callers must not mutate it.
     """
-    schema = json.loads(schema_json)
+    schema = marshal.loads(key)
     cleaner = _cleaner(schema, api, hoist=True)
     cleaned = cleaner.clean(schema, 0, ())
     if api == "gemini" and _has_empty_object(cleaned):

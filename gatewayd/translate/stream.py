@@ -11,9 +11,9 @@ streaming so a sequence split across chunks is caught.
 """
 
 import json
-import secrets
-import string
 from collections.abc import Callable
+
+from gatewayd.ids import base62_id
 
 from .errors import TranslationError
 from .signatures import SignatureMemory, TextDigest
@@ -21,7 +21,6 @@ from .request import SIGNATURE_NEXT, SIGNATURE_PREVIOUS, SIGNATURE_THOUGHT, Prep
 
 Event = tuple[str, dict]
 
-_BASE62 = string.ascii_letters + string.digits
 REFUSAL_REASONS = frozenset(
     {
         "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
@@ -29,12 +28,12 @@ REFUSAL_REASONS = frozenset(
     }
 )
 # Gemini ends the turn without a usable call; the client gets a note instead of silence.
-_BROKEN_CALL_REASONS = frozenset({"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS"})
+BROKEN_CALL_REASONS = frozenset({"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS"})
 
 
 def new_tool_id() -> str:
     """A fresh Anthropic-style tool_use id (Gemini's calls carry none on Vertex v1)."""
-    return "toolu_" + "".join(secrets.choice(_BASE62) for _ in range(24))
+    return "toolu_" + base62_id(24)
 
 
 def usage_from_gemini(usage_metadata: dict) -> dict:
@@ -53,6 +52,20 @@ def usage_from_gemini(usage_metadata: dict) -> dict:
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": cached,
     }
+
+
+def stop_reason(finish_reason: str | None, blocked: bool, tool_used: bool) -> str:
+    """Anthropic's stop_reason for how Gemini ended a turn, no stop sequence matched: its
+    ``finishReason``, whether the prompt was blocked, and whether a tool call came."""
+    if finish_reason is None and blocked:
+        return "refusal"
+    if finish_reason in REFUSAL_REASONS:
+        return "refusal"
+    if finish_reason == "MAX_TOKENS":
+        return "max_tokens"
+    if tool_used:
+        return "tool_use"
+    return "end_turn"
 
 
 # Made once: json.dumps with options builds a new encoder per call, and this runs per event.
@@ -161,6 +174,7 @@ class StreamTranslator:
         self._trailing: tuple[TextDigest, str] | None = None  # (text, signature) of a closed text block
         self._tail = ""  # text held back while looking for stop sequences
         self._usage_metadata: dict = {}
+        self._usage: dict | None = None  # usage_from_gemini(self._usage_metadata), once asked for
         self.response_model: str | None = None  # the modelVersion Gemini reports
         self._finish_reason: str | None = None
         self._finish_message: str | None = None
@@ -172,7 +186,10 @@ class StreamTranslator:
 
     @property
     def usage(self) -> dict:
-        return usage_from_gemini(self._usage_metadata)
+        """Anthropic's usage so far: a dict of the caller's own, translated once per usageMetadata."""
+        if self._usage is None:
+            self._usage = usage_from_gemini(self._usage_metadata)
+        return dict(self._usage)
 
     @property
     def usage_metadata(self) -> dict:
@@ -206,9 +223,7 @@ class StreamTranslator:
         events = [] if self._started else self._start_after(chunk)
         if isinstance(chunk.get("modelVersion"), str):
             self.response_model = chunk["modelVersion"]
-        usage = chunk.get("usageMetadata")
-        if isinstance(usage, dict):
-            self._usage_metadata = usage
+        self._take_usage(chunk)
         feedback = chunk.get("promptFeedback")
         if isinstance(feedback, dict) and feedback.get("blockReason"):
             self._block_reason = feedback["blockReason"]
@@ -236,7 +251,7 @@ class StreamTranslator:
         events = self.start()
         self._close(events)
         reason, sequence = self._stop()
-        if self._finish_reason in _BROKEN_CALL_REASONS:
+        if self._finish_reason in BROKEN_CALL_REASONS:
             note = f"[gatewayd: Gemini ended the turn with {self._finish_reason}"
             if self._finish_message:
                 note += f": {self._finish_message}"
@@ -261,24 +276,18 @@ class StreamTranslator:
         return events
 
     def _start_after(self, chunk: dict) -> list[Event]:
-        usage = chunk.get("usageMetadata")
-        if isinstance(usage, dict):
-            self._usage_metadata = usage
+        self._take_usage(chunk)
         return self.start()
+
+    def _take_usage(self, chunk: dict) -> None:
+        usage = chunk.get("usageMetadata")
+        if isinstance(usage, dict) and usage is not self._usage_metadata:
+            self._usage_metadata, self._usage = usage, None
 
     def _stop(self) -> tuple[str, str | None]:
         if self._matched is not None:
             return "stop_sequence", self._matched
-        reason = self._finish_reason
-        if reason is None and self._block_reason:
-            return "refusal", None
-        if reason in REFUSAL_REASONS:
-            return "refusal", None
-        if reason == "MAX_TOKENS":
-            return "max_tokens", None
-        if self._tool_used:
-            return "tool_use", None
-        return "end_turn", None
+        return stop_reason(self._finish_reason, bool(self._block_reason), self._tool_used), None
 
     def _part(self, part: dict, events: list[Event]) -> None:
         signature = part.get("thoughtSignature")
@@ -327,7 +336,7 @@ class StreamTranslator:
                 "input": {},
             }
             self._open_block(events, block, "tool_use")
-            args = json.dumps(call.get("args") or {}, ensure_ascii=False, separators=(",", ":"))
+            args = _encode_json(call.get("args") or {})
             self._delta(events, {"type": "input_json_delta", "partial_json": args})
             self._close(events)
             self._tool_used = True

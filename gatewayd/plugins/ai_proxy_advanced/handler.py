@@ -11,8 +11,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import secrets
-import string
 from typing import Any, Awaitable, Callable, Mapping
 
 from attrs import define, frozen
@@ -32,6 +30,7 @@ from gatewayd.answer import respond_json
 from gatewayd.site import MAX_BODY, body_size, request_body
 from .balancer import Balancer, BalancerConfig
 from gatewayd.exchange import Exchange
+from gatewayd.ids import base62_id
 from gatewayd.providers.auth import CredentialsError, TokenSource
 from gatewayd.providers.gemini import VERTEX_ANTHROPIC_VERSION, Target
 from gatewayd.providers.usage import Tokens, kong_usage, tokens_from_anthropic, tokens_from_gemini
@@ -51,17 +50,8 @@ from gatewayd.translate import (
 )
 
 
-_ALPHABET = string.ascii_letters + string.digits
-
-
 def message_id() -> str:
-    # One read of the system's randomness, not one per character.
-    number = int.from_bytes(secrets.token_bytes(18), "big")
-    chars = []
-    for _ in range(24):
-        number, index = divmod(number, 62)
-        chars.append(_ALPHABET[index])
-    return "msg_" + "".join(chars)
+    return "msg_" + base62_id(24)
 
 
 @define
