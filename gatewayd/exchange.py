@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from urllib.parse import unquote_plus
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from attrs import define, field
 from twisted.internet.defer import Deferred
@@ -86,6 +86,9 @@ class Exchange:
     ai_log_statistics: bool = False
     notes: list[str] = field(factory=list)
     client_gone: bool = False
+    #: What to stop if the client leaves now (the upstream call or read under way); one
+    #: ``notifyFinish`` per request calls it, not one per step.
+    on_leave: Callable[[], object] | None = None
     #: Fires when the handler has noted all it did; the record waits for it.
     handled: Deferred[None] | None = None
     #: Who key-auth found the request to come from, and by which credential.

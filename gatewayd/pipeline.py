@@ -206,6 +206,8 @@ class GatewayRoot(Resource):
     def _finished(self, result: object, request: Request, exchange: Exchange) -> None:
         if result is not None:  # an errback: the client went away
             exchange.client_gone = True
+            if exchange.on_leave is not None:
+                exchange.on_leave()
         finished = self.gateway.reactor.seconds()
 
         def log(_: object) -> None:

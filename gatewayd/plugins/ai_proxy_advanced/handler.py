@@ -264,7 +264,7 @@ class AIProxy:
             )
             pending = self.client.post(url, data=body, headers=headers)
         timing.pending = pending
-        request.notifyFinish().addErrback(lambda _: pending.cancel())
+        exchange.on_leave = pending.cancel
         try:
             response = await pending
         except Exception as error:
@@ -310,7 +310,7 @@ class AIProxy:
     async def _read(self, request: Request, response: IResponse, exchange: Exchange) -> bytes:
         """The upstream's whole body, with nginx's read timeout between two reads."""
         reader = _BodyReader(self.reactor, self.settings.read_timeout)
-        request.notifyFinish().addErrback(lambda _: reader.client_gone())
+        exchange.on_leave = reader.client_gone
         response.deliverBody(reader)
         reader.watch()
         try:
@@ -368,7 +368,7 @@ class AIProxy:
         request.setHeader("content-type", "text/event-stream; charset=utf-8")
         request.setHeader("cache-control", "no-cache")
         self._model_header(request, target)
-        request.notifyFinish().addErrback(lambda _: bridge.client_gone())
+        exchange.on_leave = bridge.client_gone
         response.deliverBody(bridge)
         await bridge.done
         exchange.proxy_finished = self.reactor.seconds()
