@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from urllib.parse import unquote_plus
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from attrs import define, field
 from twisted.internet.defer import Deferred
@@ -42,18 +42,6 @@ def entity_id(kind: str, name: str) -> str:
     return str(uuid.uuid5(ENTITY_NAMESPACE, f"{kind}:{name}"))
 
 
-class Entity(dict[str, Any]):
-    """A configured entity as Kong's record shows it (a route, a service): made once per
-    snapshot, shared by its requests' records and never changed, so a writer of records
-    may keep its encoding (``encoded``) for the next one.  Records end with their entities."""
-
-    __slots__ = ("encoded",)
-
-    def __init__(self, fields: Mapping[str, Any]) -> None:
-        super().__init__(fields)
-        self.encoded: str | None = None
-
-
 #: dbless Kong's one workspace, as its record names it (``workspace`` id and ``workspace_name``).
 WORKSPACE_NAME = "default"
 WORKSPACE_ID = entity_id("workspace", WORKSPACE_NAME)
@@ -68,8 +56,8 @@ class Exchange:
     #: Kong's request id (nginx's ``$request_id``: 16 random bytes in hex), in error bodies and the log.
     request_id: str = field(factory=lambda: hex_id(16))
     request_size: int = 0
-    route: Entity | None = None
-    service: Entity | None = None
+    route: dict[str, Any] | None = None
+    service: dict[str, Any] | None = None
     upstream_uri: str | None = None
     proxy_started: float | None = None
     proxy_finished: float | None = None
@@ -147,6 +135,10 @@ class Exchange:
         tries = self._tries()
         if tries:
             record["tries"] = tries
+        if self.route is not None:
+            record["route"] = self.route
+        if self.service is not None:
+            record["service"] = self.service
         if self.consumer is not None:
             record["consumer"] = consumer_entity(self.consumer)
         if self.credential is not None and self.consumer is not None:
@@ -166,11 +158,6 @@ class Exchange:
         if self.notes:
             # gatewayd's own remarks (e.g. tools the target could not take), beside Kong's fields.
             record["gatewayd"] = {"notes": list(self.notes)}
-        # Last, where a writer can append the encoding it keeps of them (see Entity).
-        if self.route is not None:
-            record["route"] = self.route
-        if self.service is not None:
-            record["service"] = self.service
         return record
 
     def _latencies(self, finished: float, total_ms: int) -> dict[str, int]:

@@ -28,7 +28,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from gatewayd import errors
 from gatewayd.answer import respond_error, respond_json
 from gatewayd.config import Config, Plugin, Route, Service
-from gatewayd.exchange import Entity, Exchange, entity_id
+from gatewayd.exchange import Exchange, entity_id
 from gatewayd.kong_response import kong_error
 from gatewayd.plugins import CompileContext, IGatewaydPlugin, Registry
 from gatewayd.router import RequestFacts, Router, protocol_redirect
@@ -74,8 +74,8 @@ class Plan:
     chain: tuple[Candidates, ...]
     route: Route | None = None
     service: Service | None = None
-    route_entity: Entity | None = None
-    service_entity: Entity | None = None
+    route_entity: dict[str, Any] | None = None
+    service_entity: dict[str, Any] | None = None
     #: Answers when no plugin does: the plain proxy to the service.
     upstream: Resource | None = None
 
@@ -399,18 +399,18 @@ class RequestTimeout(Resource):
         return NOT_DONE_YET
 
 
-def _entity(kind: str, value: Any) -> Entity:
+def _entity(kind: str, value: Any) -> dict[str, Any]:
     """A route or service as Kong logs it: its fields, and an id stable across restarts."""
-    fields = {
+    entity = {
         k: list(v) if isinstance(v, tuple) else dict(v) if isinstance(v, Mapping) else v
         for k, v in attrs.asdict(value, recurse=False).items()
         if v is not None and k != "source"
     }
-    fields["id"] = value.id or entity_id(kind, value.name)
-    return Entity(fields)
+    entity["id"] = value.id or entity_id(kind, value.name)
+    return entity
 
 
-def _route_entity(route: Route, service: Entity | None) -> Entity:
+def _route_entity(route: Route, service: dict[str, Any] | None) -> dict[str, Any]:
     """The route as Kong logs it, pointing at its service by the service's own id."""
     entity = _entity("route", route)
     if service is not None:

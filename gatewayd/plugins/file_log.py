@@ -23,7 +23,6 @@ from twisted.logger import Logger
 
 from gatewayd.config import Plugin
 from gatewayd.config.schema import PluginSchema, boolean, map_of, record, string
-from gatewayd.exchange import Entity
 from gatewayd.plugins import CompileContext, KongPlugin, refuse
 
 #: Bytes of records kept in memory per file while they cannot be written (``--file-log-backlog``).
@@ -228,28 +227,12 @@ class JSONLinesFile:
         os.replace(self.path, f"{self.path}.1")
 
 
-#: Made once: ``json.dumps`` with options builds a new encoder for every call.  A record is
-#: a tree, so no watch for circular references.
-_encode_json = json.JSONEncoder(
-    ensure_ascii=False, separators=(",", ":"), default=str, check_circular=False
-).encode
+#: Made once: ``json.dumps`` with options builds a new encoder for every call.
+_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
 
 def _line(record: Mapping[str, Any]) -> bytes:
-    """``record`` as one JSON line; the entities it ends with (route, service) are encoded
-    once per snapshot and appended."""
-    items = list(record.items())
-    cut = len(items)
-    while cut and type(items[cut - 1][1]) is Entity:
-        cut -= 1
-    if cut == len(items):
-        return (_encode_json(record) + "\n").encode("utf-8")
-    pieces = [_encode_json(dict(items[:cut]))[1:-1]] if cut else []
-    for key, entity in items[cut:]:
-        if entity.encoded is None:
-            entity.encoded = _encode_json(entity)
-        pieces.append(f"{_encode_json(key)}:{entity.encoded}")
-    return ("{" + ",".join(pieces) + "}\n").encode("utf-8")
+    return (_encode_json(record) + "\n").encode("utf-8")
 
 
 def _write_whole_lines(file: IO[bytes], lines: list[bytes]) -> int:
