@@ -7,12 +7,11 @@ to a client that already left.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Mapping
 
 from twisted.web.server import Request
 
-from gatewayd import errors
+from gatewayd import errors, jsonwire
 from gatewayd.translate import encode_event
 
 
@@ -21,14 +20,10 @@ def client_there(request: Request) -> bool:
     return not (request.finished or (exchange is not None and exchange.client_gone))
 
 
-#: Made once: ``json.dumps`` with an option builds a new encoder for every call.
-_encode_json = json.JSONEncoder(ensure_ascii=False).encode
-
-
 def respond_json(request: Request, status: int, body: Mapping[str, Any]) -> None:
     if not client_there(request):
         return
-    data = _encode_json(body).encode("utf-8")
+    data = jsonwire.dumps(body)
     request.setResponseCode(status)
     request.setHeader("content-type", "application/json")
     request.setHeader("content-length", str(len(data)))

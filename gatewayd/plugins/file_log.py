@@ -13,7 +13,6 @@ returns.  Records past the bound are dropped and counted.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import IO, Any, Callable, Mapping
 
@@ -21,6 +20,7 @@ from attrs import define, field, frozen
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from gatewayd import jsonwire
 from gatewayd.config import Plugin
 from gatewayd.config.schema import PluginSchema, boolean, map_of, record, string
 from gatewayd.plugins import CompileContext, KongPlugin, refuse
@@ -92,7 +92,7 @@ class JSONLinesFile:
     def add(self, record: Mapping[str, Any]) -> None:
         """Buffer ``record`` for this reactor turn's write."""
         if self._failing_since is not None:  # the retry is scheduled; the bound applies now
-            self._keep(_line(record))
+            self._keep(jsonwire.line(record))
             self._report()
             return
         self._buffer.append(record)
@@ -111,7 +111,7 @@ class JSONLinesFile:
         self._flush_call = None
         pending, self._buffer = self._buffer, []
         for entry in pending:
-            self._keep(_line(entry))
+            self._keep(jsonwire.line(entry))
         if not self._backlog:
             return
         lines = self._backlog
@@ -225,14 +225,6 @@ class JSONLinesFile:
             if os.path.exists(f"{self.path}.{n}"):
                 os.replace(f"{self.path}.{n}", f"{self.path}.{n + 1}")
         os.replace(self.path, f"{self.path}.1")
-
-
-#: Made once: ``json.dumps`` with options builds a new encoder for every call.
-_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
-
-
-def _line(record: Mapping[str, Any]) -> bytes:
-    return (_encode_json(record) + "\n").encode("utf-8")
 
 
 def _write_whole_lines(file: IO[bytes], lines: list[bytes]) -> int:

@@ -10,9 +10,9 @@ is found in the text here, the text is cut before it, and a short tail is held b
 streaming so a sequence split across chunks is caught.
 """
 
-import json
 from collections.abc import Callable
 
+from gatewayd import jsonwire
 from gatewayd.ids import base62_id
 
 from .errors import TranslationError
@@ -68,13 +68,9 @@ def stop_reason(finish_reason: str | None, blocked: bool, tool_used: bool) -> st
     return "end_turn"
 
 
-# Made once: json.dumps with options builds a new encoder per call, and this runs per event.
-_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
 def encode_event(event: str, data: dict) -> bytes:
     """One Anthropic SSE event on the wire."""
-    return f"event: {event}\ndata: {_encode_json(data)}\n\n".encode()
+    return b"event: %s\ndata: %s\n\n" % (event.encode("ascii"), jsonwire.dumps(data))
 
 
 class GeminiSSEDecoder:
@@ -131,7 +127,7 @@ class GeminiSSEDecoder:
                     continue
                 payload = "\n".join(data)
             try:
-                chunk = json.loads(payload)
+                chunk = jsonwire.loads(payload)
             except ValueError as e:
                 raise TranslationError("stream", f"invalid JSON in an upstream event: {e}") from None
             if not isinstance(chunk, dict):
@@ -336,7 +332,7 @@ class StreamTranslator:
                 "input": {},
             }
             self._open_block(events, block, "tool_use")
-            args = _encode_json(call.get("args") or {})
+            args = jsonwire.dumps(call.get("args") or {}).decode("utf-8")
             self._delta(events, {"type": "input_json_delta", "partial_json": args})
             self._close(events)
             self._tool_used = True

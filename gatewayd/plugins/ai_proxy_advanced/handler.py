@@ -25,7 +25,7 @@ from twisted.web.iweb import IResponse
 from twisted.web.server import Request
 from treq.client import HTTPClient
 
-from gatewayd import errors
+from gatewayd import errors, jsonwire
 from gatewayd.answer import respond_json
 from gatewayd.site import MAX_BODY, body_size, request_body
 from .balancer import Balancer, BalancerConfig
@@ -103,7 +103,7 @@ class AIProxy:
                 return
             raw = await self._read(request, response, exchange)
             self._check(response, raw)
-            data = json.loads(raw)
+            data = jsonwire.loads(raw)
             _refuse_blocked_prompt(data)
             message = message_from_gemini(
                 data, prepared, message_id=message_id(), model=target.model, memory=self.signatures
@@ -143,7 +143,7 @@ class AIProxy:
             return
         raw = await self._read(request, response, exchange)
         self._check(response, raw)
-        message = json.loads(raw)
+        message = jsonwire.loads(raw)
         self._note_usage(
             exchange, target, tokens_from_anthropic(message.get("usage") or {}), message.get("model"), started
         )
@@ -246,7 +246,7 @@ class AIProxy:
             raise ClientGone()
         if exchange.proxy_started is None:
             exchange.proxy_started = self.reactor.seconds()
-        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        data = jsonwire.dumps(body)
         timing = _AttemptTimers(self.reactor, self.settings.read_timeout)
         # connect_timeout is the endpoint's (client_for); write_timeout runs between two
         # writes of a body too large to leave at once, and read_timeout starts once all of
