@@ -225,12 +225,20 @@ def request_length(request: Request, body: int) -> int:
     return size + 2 + body
 
 
+#: Header names as sent -> as logged, for the names seen first.
+_NAMES: dict[bytes, str] = {}
+
+
 def _headers(headers: Headers, hidden: frozenset[str]) -> dict[str, Any]:
     """Headers as ``ngx.req.get_headers`` gives them: lower-case names, a list for a repeated
     one; credentials (and the names in ``hidden``) replaced by a marker."""
     result: dict[str, Any] = {}
     for raw_name, raw_values in headers.getAllRawHeaders():
-        name = raw_name.decode("latin-1").lower()
+        name = _NAMES.get(raw_name)
+        if name is None:
+            name = raw_name.decode("latin-1").lower()
+            if len(_NAMES) < 512:  # bounded: made-up names cannot grow it further
+                _NAMES[raw_name] = name
         if name in SECRET_HEADERS or name in hidden:
             result[name] = REDACTED if len(raw_values) == 1 else [REDACTED] * len(raw_values)
         elif len(raw_values) == 1:  # nearly every header: no list made and thrown away

@@ -56,12 +56,19 @@ class GatewayChannel(HTTPChannel):
     _reading: bool = False
     _peer: IAddress | None = None
     _host: IAddress | None = None
+    _secure: bool | None = None
 
     def getPeer(self) -> IAddress:
         """The client's address, asked of the transport once per connection, not per request."""
         if self._peer is None:
             self._peer = super().getPeer()
         return self._peer
+
+    def isSecure(self) -> bool:
+        """Whether the connection is TLS: asked of the transport once per connection."""
+        if self._secure is None:
+            self._secure = super().isSecure()
+        return self._secure
 
     def getHost(self) -> IAddress:
         """The listener's address: a ``getsockname`` call once per connection, not per request."""

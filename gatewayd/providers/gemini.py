@@ -81,6 +81,8 @@ class Target:
     #: What the translator needs of the model, made once, not per request.
     profile: ModelProfile = field(init=False, eq=False, repr=False)
 
+    _calls: dict[str, tuple[str, str]] = field(init=False, eq=False, repr=False, factory=dict)
+
     @profile.default
     def _profile(self) -> ModelProfile:
         return ModelProfile(name=self.model, api=self.api, max_tokens=self.max_tokens)
@@ -101,6 +103,20 @@ class Target:
 
     def upstream_uri(self, action: str) -> str:
         """Path and query of an upstream call, as logged (never with an API key)."""
+        return self._call(action)[0]
+
+    def url(self, action: str) -> str:
+        """The full URL of an upstream call, an API key included when it goes in the query."""
+        return self._call(action)[1]
+
+    def _call(self, action: str) -> tuple[str, str]:
+        """``upstream_uri`` and ``url`` of ``action``, worked out on its first call."""
+        made = self._calls.get(action)
+        if made is None:
+            made = self._calls[action] = (self._upstream_uri(action), self._url(action))
+        return made
+
+    def _upstream_uri(self, action: str) -> str:
         if self.publisher == "anthropic":
             base = self.base_path
             if action == "count":  # Vertex counts Claude tokens at one model-less endpoint
@@ -111,11 +127,10 @@ class Target:
             uri += "?alt=sse"
         return uri
 
-    def url(self, action: str) -> str:
-        """The full URL of an upstream call, an API key included when it goes in the query."""
+    def _url(self, action: str) -> str:
         default_port = 443 if self.scheme == "https" else 80
         netloc = self.host if self.port == default_port else f"{self.host}:{self.port}"
-        uri = self.upstream_uri(action)
+        uri = self._upstream_uri(action)
         if self.auth.kind == "api_key" and self.auth.param_name and self.auth.param_location == "query":
             uri += ("&" if "?" in uri else "?") + urlencode({self.auth.param_name: self.auth.secret})
         return f"{self.scheme}://{netloc}{uri}"
