@@ -29,13 +29,16 @@ from gatewayd import errors
 from gatewayd.answer import respond_error, respond_json
 from gatewayd.config import Config, Plugin, Route, Service
 from gatewayd.exchange import Exchange, entity_id
-from gatewayd.kong_response import kong_error
+from gatewayd.kong_response import SERVER_TOKENS, kong_error
 from gatewayd.plugins import CompileContext, IGatewaydPlugin, Registry
 from gatewayd.router import RequestFacts, Router, protocol_redirect
 from gatewayd.site import body_size, read_timeout_error, server_name
 
 #: Kong's PROTOCOLS_WITH_SUBSYSTEM entries of the http subsystem.
 HTTP_SUBSYSTEM = frozenset({"http", "https", "grpc", "grpcs", "ws", "wss"})
+
+#: ``Server`` on every answer, as on Kong's own ones.
+SERVER = SERVER_TOKENS.encode("ascii")
 
 
 def _scope_rank(plugin: Plugin) -> int:
@@ -178,6 +181,7 @@ class GatewayRoot(Resource):
         exchange = Exchange(started=self.gateway.reactor.seconds(), request_size=body_size(request))
         request.gatewayd_exchange = exchange  # type: ignore[attr-defined]
         request.setHeader("X-Kong-Request-Id", exchange.request_id)
+        request.setHeader(b"server", SERVER)  # in place of the name twisted.web gives itself
         self.gateway.request_started(request)
         facts = request_facts(request)
         match = snapshot.router.match(facts)

@@ -72,6 +72,7 @@ class AliasRouting(GatewayInMemory):
         self.assertEqual(models_called(self.fake), [
             "gemini-2.5-pro:generateContent", "gemini-2.5-flash:generateContent"] * 2)
         self.assertEqual(headers["x-kong-llm-model"], ["gemini/gemini-2.5-flash"])
+        self.assertEqual(headers["server"], ["gatewayd/0.1.0"])  # not twisted.web's own name
 
     def test_a_claude_code_dated_name_matches_a_wildcard_alias_and_goes_to_claude_on_vertex(self):
         status, headers, text = self.post(ask("hello there", model="claude-sonnet-4-5-20250929"))
