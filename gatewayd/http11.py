@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import httptools
 from attrs import frozen
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IPushProducer, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
@@ -164,6 +164,8 @@ class HTTP11Connection(Protocol):
         self._phrase = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._keep_alive = False
+        #: From a request until its final response is whole: what arrives belongs to it.
+        self._expecting = False
         self._lost = False
         self._on_lost: list[Deferred[None]] = []
 
@@ -176,6 +178,7 @@ class HTTP11Connection(Protocol):
         so itself).  Cancelling before the head has come drops the connection.
         """
         self._waiting = waiting = Deferred(self._cancel)
+        self._expecting = True
         if isinstance(body, bytes):
             self.transport.write(b"%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body))
             if sent is not None:
@@ -200,6 +203,7 @@ class HTTP11Connection(Protocol):
 
     def _cancel(self, waiting: Deferred[UpstreamResponse]) -> None:
         self._waiting = None
+        self._expecting = False
         self._stop_body()
         self.transport.abortConnection()
 
@@ -210,16 +214,17 @@ class HTTP11Connection(Protocol):
             self.transport.unregisterProducer()
 
     def dataReceived(self, data: bytes) -> None:
-        if self._waiting is None and self._response is None:
-            # Nothing asked: an idle connection's upstream talks out of turn.
-            self.transport.loseConnection()
+        if not self._expecting:
+            self._drop()  # nothing asked: an idle connection's upstream talks out of turn
             return
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as error:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as error:
             cause = error.__context__ if isinstance(error, httptools.HttpParserCallbackError) else error
-            self._fail(Failure(cause or error))
-            return
+            if not isinstance(cause, _Unsolicited):
+                self._fail(Failure(cause or error))
+                return
+            self._drop()  # more after a whole response: its head is still announced below
         head, self._head = self._head, None
         if head is not None and self._waiting is not None:
             # Announced once this read is parsed: a body that came with its head is then
@@ -227,8 +232,16 @@ class HTTP11Connection(Protocol):
             waiting, self._waiting = self._waiting, None
             waiting.callback(head)
 
+    def _drop(self) -> None:
+        """Out of the pool at once (the close completes a turn later), and closed."""
+        self._expecting = False
+        self.pool.forget(self)
+        self.transport.loseConnection()
+
     def _fail(self, failure: Failure) -> None:
         """A response that cannot be read further: its reader learns why, the connection goes."""
+        self._expecting = False
+        self.pool.forget(self)
         self._stop_body()
         self.transport.abortConnection()
         self._head = None
@@ -241,6 +254,8 @@ class HTTP11Connection(Protocol):
 
     # httptools' callbacks
     def on_message_begin(self) -> None:
+        if not self._expecting:
+            raise _Unsolicited()
         self._phrase = b""
         self._headers = []
 
@@ -265,7 +280,9 @@ class HTTP11Connection(Protocol):
         response, self._response = self._response, None
         if response is None:
             return  # the end of an interim answer
+        self._expecting = False
         if self._keep_alive and self._body is None and not response.stopped:
+            self.transport.resumeProducing()  # a slow reader may have paused it
             self.pool.release(self)
         else:
             self._stop_body()
@@ -301,6 +318,10 @@ class HTTP11Connection(Protocol):
         return getattr(self.transport.getPeer(), "host", None)
 
 
+class _Unsolicited(Exception):
+    """A response nobody asked for, after the one that was."""
+
+
 @implementer(IResponse)
 class UpstreamResponse:
     """An upstream's response head, and its body for the protocol given to ``deliverBody``."""
@@ -317,7 +338,9 @@ class UpstreamResponse:
         self._connection = connection
         self._protocol: Protocol | None = None
         self._early: list[bytes] = []  # body bytes that came before deliverBody
-        self._ended: Failure | None = None
+        self._ended: Failure | None = None  # how it ended, while nobody was delivered it
+        #: The body has ended: its reader no longer holds the connection.
+        self.finished = False
         self.stopped = False
         self.length: int | object = UNKNOWN_LENGTH
         self.chunked = False
@@ -359,6 +382,7 @@ class UpstreamResponse:
             self._protocol.dataReceived(data)
 
     def _end(self, reason: Failure) -> None:
+        self.finished = True
         if self._protocol is None:
             self._ended = reason
         else:
@@ -373,16 +397,19 @@ class _BodyTransport:
         self._response = response
 
     def pauseProducing(self) -> None:
-        self._response._connection.transport.pauseProducing()
+        if not self._response.finished:  # else the connection is idle, or another call's
+            self._response._connection.transport.pauseProducing()
 
     def resumeProducing(self) -> None:
-        self._response._connection.transport.resumeProducing()
+        if not self._response.finished:
+            self._response._connection.transport.resumeProducing()
 
     def stopProducing(self) -> None:
         """The reader wants no more: the connection goes, since its rest would go unread."""
         response = self._response
-        if not response.stopped and response._ended is None:
+        if not response.stopped and not response.finished:
             response.stopped = True
+            response._connection._stop_body()  # a body still going out would hold the close
             response._connection.transport.stopProducing()
 
 
@@ -407,12 +434,15 @@ class UpstreamClient:
 
         The response's body is never buffered here (``unbuffered`` is treq's name for that).
         """
-        where = destination(url)
-        head = where.head + header_lines(headers or {})
-        idle = self.pool.idle(where.key)
-        if idle is not None:
-            return idle.request(head, data, sent)
-        connecting = self.pool.connect(where.key, self.connect_timeout)
+        try:
+            where = destination(url)
+            head = where.head + header_lines(headers or {})
+            idle = self.pool.idle(where.key)
+            if idle is not None:
+                return idle.request(head, data, sent)
+            connecting = self.pool.connect(where.key, self.connect_timeout)
+        except Exception:  # a URL or host that cannot be called fails the call, as Agent's do
+            return fail()
         return connecting.addCallback(lambda connection: connection.request(head, data, sent))
 
 

@@ -7,13 +7,13 @@ orjson refuses and JSON allows, integers past 64 bits or nesting deeper than
 254 levels, goes through the standard library, so nothing a client sent
 becomes unsayable.  Client requests are still parsed by the standard library
 (:func:`json.loads` keeps lone surrogates and big integers as they came);
-:func:`loads` is for what Google sends.
+:func:`loads` is for what Google sends, and falls back the same way.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
@@ -22,8 +22,13 @@ __all__ = ["dumps", "line", "loads"]
 #: Non-string keys as the standard library writes them (``{1: x}`` as ``{"1": x}``).
 _OPTIONS = orjson.OPT_NON_STR_KEYS
 
-#: The upstream's JSON (valid UTF-8, no lone surrogates): bytes or text to Python values.
-loads: Callable[[bytes | str], Any] = orjson.loads
+def loads(data: bytes | str) -> Any:
+    """The upstream's JSON as Python values; what orjson refuses and the standard library
+    takes (an escaped lone surrogate) is read by the latter."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
 
 _fallback = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _fallback_any = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode

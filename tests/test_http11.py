@@ -20,6 +20,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceived, BrowserLikePolicyForHTTPS
 from twisted.web.http import PotentialDataLoss
+from twisted.web.error import SchemeNotSupported
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -367,3 +368,70 @@ def test_a_response_that_came_whole_in_one_read_is_announced_whole():
     connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     (reader,) = seen
     assert reader.body == b"ok" and reader.ended.check(ResponseDone)
+
+
+def test_a_connection_its_reader_paused_goes_back_to_the_pool_reading():
+    pool = UpstreamPool(MemoryReactorClock())
+    connection, transport = connected(pool)
+    pending = connection.request(HEAD, b"")
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n12345")
+    reader = Reader()
+    result(pending).deliverBody(reader)
+    reader.transport.pauseProducing()
+    connection.dataReceived(b"67890")
+    assert reader.ended.check(ResponseDone)
+    assert transport.producerState == "producing"
+    assert pool.idle(KEY) is connection
+
+
+def test_a_finished_reader_no_longer_holds_the_connection():
+    pool = UpstreamPool(MemoryReactorClock())
+    connection, transport = connected(pool)
+    pending = connection.request(HEAD, b"")
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    reader = Reader()
+    result(pending).deliverBody(reader)
+    reader.transport.pauseProducing()
+    reader.transport.stopProducing()
+    assert transport.producerState == "producing" and transport.calls == []
+    assert pool.idle(KEY) is connection
+
+
+def test_a_second_response_nobody_asked_for_drops_the_connection_after_the_first():
+    pool = UpstreamPool(MemoryReactorClock())
+    connection, transport = connected(pool)
+    pending = connection.request(HEAD, b"")
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    connection.dataReceived(ok + ok)
+    reader = Reader()
+    result(pending).deliverBody(reader)
+    assert reader.body == b"ok" and reader.ended.check(ResponseDone)
+    assert transport.calls == ["loseConnection"]
+    assert pool.idle(KEY) is None
+
+
+def test_a_reader_that_stops_while_the_request_body_still_goes_out_closes_at_once():
+    clock = MemoryReactorClock()
+    connection, transport = connected(UpstreamPool(clock))
+    body = TimedBody(io.BytesIO(b"x" * 200_000), 200_000, clock, 60.0, lambda: None, lambda: None)
+    body.piece = 100_000
+    pending = connection.request(HEAD, body)
+    transport.producer.pauseProducing()
+    connection.dataReceived(b"HTTP/1.1 413 Too Large\r\nContent-Length: 10\r\n\r\n")
+    reader = Reader()
+    result(pending).deliverBody(reader)
+    reader.transport.stopProducing()
+    assert transport.producer is None and transport.calls == ["stopProducing"]
+
+
+def test_a_url_that_cannot_be_called_fails_the_call_rather_than_raise():
+    client = UpstreamClient(UpstreamPool(MemoryReactorClock()))
+    assert result(client.post("ftp://example.test/x", b"")).check(SchemeNotSupported)
+
+
+def test_a_switching_protocols_answer_fails_the_call():
+    connection, transport = connected()
+    pending = connection.request(HEAD, b"")
+    connection.dataReceived(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n")
+    assert result(pending).check(ResponseNeverReceived)
+    assert transport.calls == ["abortConnection"]

@@ -32,5 +32,6 @@ def test_a_log_line_is_one_line_and_writes_unknown_types_as_text():
     assert json.loads(encoded) == {"a": str(when), "big": 2**70}
 
 
-def test_upstream_json_is_read_from_bytes_or_text():
+def test_upstream_json_is_read_from_bytes_or_text_lone_surrogates_included():
     assert jsonwire.loads(b'{"a":[1,"\xc3\xa9"]}') == jsonwire.loads('{"a":[1,"é"]}') == {"a": [1, "é"]}
+    assert jsonwire.loads(b'["\\ud800"]') == ["\ud800"]  # orjson refuses it; json takes it

@@ -185,6 +185,13 @@ class MessagesTests(GatewayInMemory):
         self.assertIn("temperature", json.loads(text)["error"]["message"])
         self.assertEqual(self.fake.requests, [])
 
+    def test_nan_is_not_json_and_is_refused_before_google(self):
+        # Python's reader takes NaN; JSON, Anthropic and Google do not.
+        status, _, text = self.post(ask("hi", temperature=float("nan")))
+        self.assertEqual((status, json.loads(text)["error"]["type"]), (400, "invalid_request_error"))
+        self.assertIn("NaN is not a JSON value", json.loads(text)["error"]["message"])
+        self.assertEqual(self.fake.requests, [])
+
     def test_count_tokens(self):
         status, _, text = self.post(ask("count me"), url=MESSAGES + "/count_tokens")
         self.assertEqual(status, 200)
