@@ -70,7 +70,10 @@ class SSEBridge(Protocol):
         self._read_timeout = read_timeout
         self._idle: IDelayedCall | None = None
         self._pending: deque[bytes] = deque()  # upstream bytes received, not translated yet
-        self._spent = 0  # bytes translated in this reactor turn
+        #: Bytes translated since the budget was renewed: a turn that finds it spent queues
+        #: what comes and renews it on the next turn, so no turn translates more than
+        #: ``slice_bytes`` and a stream that never queues costs no timer per chunk.
+        self._spent = 0
         self._tick: IDelayedCall | None = None  # the next turn: budget renewed, queue drained
         self._lost: Failure | None = None  # the upstream ended while bytes were queued
         self._queued = 0  # bytes in _pending
@@ -98,8 +101,6 @@ class SSEBridge(Protocol):
         if self._closed:
             return
         self._watch()
-        if self._tick is None:
-            self._tick = self.reactor.callLater(0, self._next_turn)
         room = self.slice_bytes - self._spent
         if self._pending or room <= 0:  # after what waits, or this turn has had its share
             self._queue(data)
@@ -126,7 +127,7 @@ class SSEBridge(Protocol):
             self._pending.clear()
             self._queued = 0
         self._flow()
-        if self._pending or (self._spent and self._lost is None):
+        if self._pending:
             self._tick = self.reactor.callLater(0, self._next_turn)
         elif self._lost is not None:
             self._end(self._lost)
@@ -134,6 +135,8 @@ class SSEBridge(Protocol):
     def _queue(self, data: bytes) -> None:
         self._pending.append(data)
         self._queued += len(data)
+        if self._tick is None:
+            self._tick = self.reactor.callLater(0, self._next_turn)
         self._flow()
 
     def _flow(self) -> None:
