@@ -80,9 +80,10 @@ def test_seed_question(seed_daemon, tmp_path):
     result = run_claude(seed_daemon, "gemini-2.0-flash", "Tell me about Anna Komnene's Alexiad.", tmp_path)
     assert result["is_error"] is False, result
     assert "Alexiad" in result["result"]
-    records = read_records(seed_daemon.file_log)[before:]
-    seen = [r for r in records if r["request"]["uri"].startswith("/anything/v1/messages")]
-    assert seen, "no file-log record for Claude Code's request"
+    # A record is written once its answer has gone out: wait for it rather than race it.
+    seen = wait_for(lambda: [r for r in read_records(seed_daemon.file_log)[before:]
+                             if r["request"]["uri"].startswith("/anything/v1/messages")],
+                    what="a file-log record for Claude Code's request")
     record = seen[-1]
     assert record["request"]["headers"]["user-agent"].startswith("claude-cli/")
     assert record["request"]["headers"]["authorization"] == "REDACTED"

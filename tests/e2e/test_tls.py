@@ -165,9 +165,10 @@ def test_claude_code_over_https_with_node_extra_ca_certs(tls_daemon, tmp_path):
     assert done.returncode == 0, f"claude failed: {done.stdout}\n{done.stderr}\n{tls_daemon.daemon.log()}"
     result = json.loads(done.stdout)
     assert result["is_error"] is False and "Alexiad" in result["result"], result
-    records = [r for r in read_records(tls_daemon.file_log)[before:]
-               if r["request"]["uri"].startswith("/anything/v1/messages")]
-    assert records and records[-1]["request"]["url"].startswith("https://")
+    records = wait_for(lambda: [r for r in read_records(tls_daemon.file_log)[before:]
+                                if r["request"]["uri"].startswith("/anything/v1/messages")],
+                       what="a file-log record for Claude Code's request")
+    assert records[-1]["request"]["url"].startswith("https://")
     assert records[-1]["request"]["headers"]["user-agent"].startswith("claude-cli/")
     assert records[-1]["ai"]["proxy"]["meta"]["request_mode"] == "stream"
 
