@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from attrs import define
 from OpenSSL import SSL
 from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer, IDelayedCall, IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import CertificateOptions
 from twisted.python.failure import Failure
@@ -30,32 +29,6 @@ def connection_pool(reactor: object, size: int = DEFAULT_POOL_SIZE) -> HTTPConne
     pool.maxPersistentPerHost = size
     pool.retryAutomatically = False
     return pool
-
-
-@implementer(IBodyProducer)
-@define
-class BytesProducer:
-    """A request body already in memory, written in one go (FileBodyProducer would
-    schedule a cooperator task for it)."""
-
-    body: bytes
-
-    @property
-    def length(self) -> int:
-        return len(self.body)
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        consumer.write(self.body)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
 
 
 #: Bodies up to this size are handed to the connection in one write and count as sent

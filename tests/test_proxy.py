@@ -9,6 +9,7 @@ tests use real sockets on 127.0.0.1.
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
@@ -20,7 +21,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IHostnameResolver
 from twisted.internet.testing import MemoryReactorClock
-from twisted.web.client import Agent, readBody
+from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
@@ -30,7 +31,7 @@ from gatewayd.config import Service
 from gatewayd.exchange import Exchange
 from gatewayd.kong_response import SERVER_TOKENS, kong_error, nginx_error, response_type
 from gatewayd.proxy import ServiceProxy, upstream_uri
-from gatewayd.upstream import BytesProducer, connection_pool
+from gatewayd.upstream import connection_pool
 from tests.inmemory import FIRST_PORT, Client, Connection
 
 VIA = f"1.1 {SERVER_TOKENS}"
@@ -465,7 +466,7 @@ async def test_through_real_sockets() -> None:
         body = b"q" * 250_000  # past twisted.web's 100 KB: spooled to a temporary file
         response = await agent.request(
             b"POST", f"http://127.0.0.1:{gateway_port.getHost().port}/api/up?x=1".encode(),
-            Headers({b"content-type": [b"application/octet-stream"]}), BytesProducer(body),
+            Headers({b"content-type": [b"application/octet-stream"]}), FileBodyProducer(io.BytesIO(body)),
         )
         received = await readBody(response)
         assert response.code == 200 and len(received) == 500_000
