@@ -1,10 +1,9 @@
 """The file-log plugin: one JSON object per line per request, as Kong writes them.
 
 Each file a file-log plugin instance names is a :class:`JSONLinesFile`.
-Records are buffered as they come and serialized and written once per reactor
-turn, after the responses of that turn have gone out (on the turn after their
-own: a ``callLater(0)`` alone runs before the reactor sends what was written): a
-burst of requests costs one ``write`` call, and nothing is held back longer.
+Records come from the log phase, which the pipeline runs once the answers have
+gone out; they are buffered and serialized and written once per reactor turn:
+a burst of requests costs one ``write`` call, and nothing is held back longer.
 
 A record is written whole or not at all: when the disk is full, a write the
 kernel took only in part is cut back to the last whole line, and what did not
@@ -98,12 +97,7 @@ class JSONLinesFile:
             return
         self._buffer.append(record)
         if self._flush_call is None:
-            self._flush_call = self.reactor.callLater(0, self._after_answers)
-
-    def _after_answers(self) -> None:
-        # A callLater(0) runs before the reactor's next poll, which is where this turn's
-        # answers are sent: the write waits one turn more, so that it follows them.
-        self._flush_call = self.reactor.callLater(0, self.flush)
+            self._flush_call = self.reactor.callLater(0, self.flush)
 
     @property
     def backlog(self) -> int:
