@@ -7,10 +7,9 @@ finished block again, the way Anthropic streams each kind.
 
 import json
 
-Event = tuple[str, dict]
+from gatewayd import jsonwire
 
-# Made once: json.dumps with options builds a new encoder per call.
-_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+Event = tuple[str, dict]
 
 
 def fold(events: list[Event]) -> list[dict]:
@@ -58,7 +57,7 @@ def block_events(index: int, block: dict) -> list[Event]:
             deltas.append({"type": "signature_delta", "signature": block["signature"]})
     elif kind in ("tool_use", "server_tool_use"):
         start = {**block, "input": {}}
-        arguments = _encode_json(block["input"])
+        arguments = jsonwire.dumps(block["input"]).decode("utf-8")
         deltas.append({"type": "input_json_delta", "partial_json": arguments})
     else:
         start = block  # result blocks arrive whole in their start event
