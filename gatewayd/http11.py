@@ -31,7 +31,6 @@ from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IPushProducer, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import BrowserLikePolicyForHTTPS, ResponseDone, ResponseFailed, ResponseNeverReceived
 from twisted.web.error import SchemeNotSupported
@@ -89,8 +88,6 @@ class UpstreamPool:
 
     An idle connection stays read: one the upstream closes leaves the pool at once.
     """
-
-    log = Logger()
 
     def __init__(self, reactor: Any, size: int = DEFAULT_POOL_SIZE, tls: IPolicyForHTTPS | None = None) -> None:
         self.reactor = reactor
@@ -150,8 +147,6 @@ class HTTP11Connection(Protocol):
 
     ``httptools`` calls the ``on_*`` methods while it parses what arrives.
     """
-
-    log = Logger()
 
     def __init__(self, pool: UpstreamPool, key: Key) -> None:
         self.pool = pool
