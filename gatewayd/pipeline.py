@@ -20,7 +20,6 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import attrs
 from attrs import frozen
 from twisted.internet.defer import ensureDeferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource, getChildForRequest
@@ -176,7 +175,6 @@ class GatewayRoot(Resource):
     def __init__(self, gateway: Any) -> None:
         super().__init__()
         self.gateway = gateway
-        self._after_answers = AfterAnswers(gateway.reactor)
 
     def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
         snapshot: Snapshot = self.gateway.runtime
@@ -216,7 +214,7 @@ class GatewayRoot(Resource):
                 exchange.on_leave()
         finished = self.gateway.reactor.seconds()
 
-        def log() -> None:
+        def log(_: object) -> None:
             try:
                 loggers = [p.log for p in exchange.plugins if p is not None and hasattr(p, "log")]
                 if loggers:
@@ -229,35 +227,7 @@ class GatewayRoot(Resource):
             finally:
                 self.gateway.request_done(request)
 
-        # Kong's log phase runs once the answer is out; here, on the turn after it is sent.
-        (exchange.handled or succeed(None)).addCallback(lambda _: self._after_answers(log))
-
-
-class AfterAnswers:
-    """Runs work once the answers written in this reactor turn have been sent.
-
-    A ``callLater(0)`` runs before the reactor's next poll, which is where written
-    answers go out, so the work waits one turn more; what comes meanwhile joins it.
-    """
-
-    def __init__(self, reactor: IReactorTime) -> None:
-        self.reactor = reactor
-        self._work: list[Callable[[], None]] = []
-        self._call: IDelayedCall | None = None
-
-    def __call__(self, work: Callable[[], None]) -> None:
-        self._work.append(work)
-        if self._call is None:
-            self._call = self.reactor.callLater(0, self._next_turn)
-
-    def _next_turn(self) -> None:
-        self._call = self.reactor.callLater(0, self._run)
-
-    def _run(self) -> None:
-        self._call = None
-        work, self._work = self._work, []
-        for each in work:
-            each()
+        (exchange.handled or succeed(None)).addCallback(log)
 
 
 class RequestLife(Resource):
