@@ -1,9 +1,10 @@
 """The file-log plugin: one JSON object per line per request, as Kong writes them.
 
 Each file a file-log plugin instance names is a :class:`JSONLinesFile`.
-Records come from the log phase, which the pipeline runs once the answers have
-gone out; they are buffered and serialized and written once per reactor turn:
-a burst of requests costs one ``write`` call, and nothing is held back longer.
+Records are buffered as they come and serialized and written once per reactor
+turn, by a ``callLater(0)``: a burst of requests costs one ``write`` call.  That
+call runs before the reactor's next poll, which is where answers written in the
+turn are sent, so the write goes ahead of them (it does not wait for them).
 
 A record is written whole or not at all: when the disk is full, a write the
 kernel took only in part is cut back to the last whole line, and what did not
