@@ -87,6 +87,23 @@ class GeminiSSEDecoder:
         self._cr = False  # the last byte fed was a CR
 
     def feed(self, data: bytes) -> list[dict]:
+        if not self._buffer and not self._cr and data[:6] == b"data: ":
+            # What nearly every read of a stream is: one whole event of one data line.
+            # Its JSON is parsed from the bytes in place; anything else, or anything
+            # wrong, takes the general path below, which says what was wrong.
+            if data[-4:] == b"\r\n\r\n":
+                payload = data[6:-4]
+            elif data[-2:] == b"\n\n" and data[-3:-2] != b"\r":
+                payload = data[6:-2]
+            else:
+                payload = None
+            if payload is not None and b"\n" not in payload and b"\r" not in payload:
+                try:
+                    chunk = jsonwire.loads(payload)
+                except ValueError:
+                    chunk = None
+                if isinstance(chunk, dict):
+                    return [chunk]
         if self._cr and data[:1] == b"\n":
             data = data[1:]
         if not data:
@@ -166,8 +183,9 @@ class StreamTranslator:
         self._signed = False  # the open thinking block has its signature
         self._last_block: str | None = None  # the kind of the block closed last
         self._text_signature: str | None = None  # for the open text block, sent after it
-        self._block_text = TextDigest()  # the open text block's text so far, as a digest
-        self._trailing: tuple[TextDigest, str] | None = None  # (text, signature) of a closed text block
+        # The open text block's text so far, as a digest: kept only for ``memory``.
+        self._block_text: TextDigest | None = TextDigest() if memory is not None else None
+        self._trailing: tuple[TextDigest | None, str] | None = None  # (text, signature) of a closed text block
         self._tail = ""  # text held back while looking for stop sequences
         self._usage_metadata: dict = {}
         self._usage: dict | None = None  # usage_from_gemini(self._usage_metadata), once asked for
@@ -255,7 +273,9 @@ class StreamTranslator:
             self._delta(events, {"type": "text_delta", "text": note + "]"})
             self._close(events)
         if self._trailing is not None and self._memory is not None:
-            self._memory.remember(*self._trailing)
+            text, signature = self._trailing
+            assert text is not None  # kept whenever there is a memory
+            self._memory.remember(text, signature)
         self._trailing = None
         self.stop_reason, self.stop_sequence = reason, sequence
         events.append(
@@ -378,14 +398,15 @@ class StreamTranslator:
             self._close(events)
             self._open_block(events, {"type": "text", "text": ""}, "text")
         self._delta(events, {"type": "text_delta", "text": text})
-        self._block_text.update(text)
+        if self._block_text is not None:
+            self._block_text.update(text)
 
     def _open_block(self, events: list[Event], block: dict, kind: str) -> None:
         if self._trailing is not None:
             _, signature = self._trailing
             self._trailing = None
             self._signature(SIGNATURE_PREVIOUS + signature, events)
-        if kind == "text":
+        if kind == "text" and self._memory is not None:
             self._block_text = TextDigest()
         self._index += 1
         self._open = kind
@@ -403,7 +424,8 @@ class StreamTranslator:
         if self._tail:
             tail, self._tail = self._tail, ""
             self._delta(events, {"type": "text_delta", "text": tail})
-            self._block_text.update(tail)
+            if self._block_text is not None:
+                self._block_text.update(tail)
         events.append(("content_block_stop", {"type": "content_block_stop", "index": self._index}))
         self._last_block, self._open = self._open, None
         if self._text_signature is not None:

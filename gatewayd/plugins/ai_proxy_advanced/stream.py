@@ -69,6 +69,7 @@ class SSEBridge(Protocol):
         self._client_gone = False
         self._read_timeout = read_timeout
         self._idle: IDelayedCall | None = None
+        self._heard = 0.0  # when the upstream last sent something, while the timeout is on
         self._pending: deque[bytes] = deque()  # upstream bytes received, not translated yet
         #: Bytes translated since the budget was renewed: a turn that finds it spent queues
         #: what comes and renews it on the next turn, so no turn translates more than
@@ -165,18 +166,27 @@ class SSEBridge(Protocol):
             self.transport.stopProducing()
 
     def _watch(self) -> None:
-        """(Re)start the read timeout: the upstream may stay silent that long between chunks."""
+        """(Re)start the read timeout: the upstream may stay silent that long between chunks.
+
+        A chunk only notes when it came; the timer, when it fires, sees whether the
+        upstream has been silent for the whole timeout and, if not, waits out the
+        rest.  Moving a timer on every chunk cost more than the chunk's translation.
+        """
         if self._read_timeout is None or self._upstream_paused:
             return
-        if self._idle is not None and self._idle.active():
-            self._idle.reset(self._read_timeout)
-        else:
+        self._heard = self.reactor.seconds()
+        if self._idle is None:
             self._idle = self.reactor.callLater(self._read_timeout, self._stalled)
 
     def _stalled(self) -> None:
         self._idle = None
-        if not self._closed:
-            self._abort(errors.upstream_timeout("the upstream", "next stream chunk"))
+        if self._closed or self._read_timeout is None:
+            return
+        left = self._heard + self._read_timeout - self.reactor.seconds()
+        if left > 0:
+            self._idle = self.reactor.callLater(left, self._stalled)
+            return
+        self._abort(errors.upstream_timeout("the upstream", "next stream chunk"))
 
     def _unwatch(self) -> None:
         if self._idle is not None and self._idle.active():
