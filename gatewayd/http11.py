@@ -103,8 +103,7 @@ class UpstreamPool:
 
     def connect(self, key: Key, connect_timeout: float | None) -> Deferred[HTTP11Connection]:
         """A new connection to ``key``."""
-        factory = Factory.forProtocol(lambda: HTTP11Connection(self, key))
-        return self._endpoint(key, connect_timeout).connect(factory)
+        return self._endpoint(key, connect_timeout).connect(_ConnectionFactory(self, key))
 
     def _endpoint(self, key: Key, connect_timeout: float | None) -> IStreamClientEndpoint:
         # HostnameEndpoint runs the host through IDNA when it is made: once per upstream.
@@ -140,6 +139,20 @@ class UpstreamPool:
                 connection.transport.loseConnection()
         self._idle.clear()
         return DeferredList(closing)
+
+
+class _ConnectionFactory(Factory):
+    """Makes one upstream connection.  Quiet, as Agent's are: a busy upstream opens
+    connections by the dozen, and each would log its factory starting and stopping."""
+
+    noisy = False
+
+    def __init__(self, pool: UpstreamPool, key: Key) -> None:
+        self.pool = pool
+        self.key = key
+
+    def buildProtocol(self, addr: object) -> HTTP11Connection:
+        return HTTP11Connection(self.pool, self.key)
 
 
 class HTTP11Connection(Protocol):

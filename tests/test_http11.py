@@ -17,6 +17,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceived, BrowserLikePolicyForHTTPS
 from twisted.web.http import PotentialDataLoss
@@ -297,6 +298,8 @@ async def test_real_sockets_reuse_one_connection_for_calls_in_turn():
     pool = UpstreamPool(global_reactor)
     client = UpstreamClient(pool, connect_timeout=5)
     url = f"http://127.0.0.1:{port.getHost().port}/v1/x"
+    logged: list[dict] = []
+    globalLogPublisher.addObserver(logged.append)
     try:
         peers = set()
         for n in range(3):
@@ -309,7 +312,10 @@ async def test_real_sockets_reuse_one_connection_for_calls_in_turn():
             assert response.peer_ip == "127.0.0.1"
             peers.add(id(pool._idle[("http", "127.0.0.1", port.getHost().port)][0]))
         assert len(peers) == 1
+        # A new upstream connection says nothing in the daemon's log (Factory's "Starting factory").
+        assert [e for e in logged if "factory" in (e.get("log_format") or "")] == []
     finally:
+        globalLogPublisher.removeObserver(logged.append)
         await pool.close()
         await port.stopListening()
 
