@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from gatewayd.demo import file_text, source_environment, wait_for
 
@@ -50,9 +51,11 @@ GEMINI_REQUEST = {
 MODEL_PATH = "/v1/projects/bench-project/locations/us-central1/publishers/google/models/gemini-2.0-flash"
 STREAM_PATH = MODEL_PATH + ":streamGenerateContent?alt=sse"
 #: Paced streams: this many chunks, one every PACE seconds, like a model writing.
-PACE, PACED_CHUNKS, PACED_STREAMS = 0.01, 50, 160
+PACE, PACED_CHUNKS, PACED_STREAMS = 0.01, 50, 192
 #: What marks the first text in a stream: Gemini's SSE (the fake writes compact JSON), Anthropic's.
 GEMINI_TEXT, ANTHROPIC_TEXT = b'"text":"', b"text_delta"
+
+T = TypeVar("T")
 
 #: measurement, direct to the fake, minimal forwarder, gatewayd, gatewayd / forwarder, target
 Row = tuple[str, str, str, str, str, str]
@@ -286,14 +289,21 @@ async def _streams(url: str, path: str, body: bytes, headers: str, marker: bytes
     return results
 
 
-def streams(url: str, path: str, body: dict, concurrency: int, count: int, anthropic: bool, stagger: float = 0.0) -> dict:
-    """``count`` streams, ``concurrency`` at a time; with ``stagger`` (a stream's duration)
-    the clients start spread over it, so paced streams arrive evenly, not in lockstep."""
+def streams(url: str, path: str, body: dict, concurrency: int, count: int, anthropic: bool,
+            stagger: float = 0.0) -> list[tuple[float, float, float, int]]:
+    """``count`` streams, ``concurrency`` at a time: each one's times to first byte, first text
+    and end, and its size.  With ``stagger`` (a stream's duration) the clients start spread
+    over it, so paced streams arrive evenly, not in lockstep."""
     headers = "anthropic-version: 2023-06-01\r\nx-api-key: bench\r\n" if anthropic else ""
     marker = ANTHROPIC_TEXT if anthropic else GEMINI_TEXT
     os.sched_setaffinity(0, {int(LOAD_CPU)}) if hasattr(os, "sched_setaffinity") and os.cpu_count() > 1 else None
     results = asyncio.run(_streams(url, path, json.dumps(body).encode(), headers, marker, concurrency, count, stagger))
     os.sched_setaffinity(0, set(range(os.cpu_count()))) if hasattr(os, "sched_setaffinity") else None
+    return results
+
+
+def stream_figures(results: list[tuple[float, float, float, int]]) -> dict:
+    """Percentiles of the streams' times (all rounds' streams together)."""
     ttfb = sorted(r[0] for r in results)
     ttft = sorted(r[1] for r in results)
     total = sorted(r[2] for r in results)
@@ -303,6 +313,18 @@ def streams(url: str, path: str, body: dict, concurrency: int, count: int, anthr
         "total_p50": _pct(total, 50), "total_p99": _pct(total, 99),
         "bytes": statistics.median(r[3] for r in results),
     }
+
+
+def in_rounds(names: list[str], rounds: int, measure: Callable[[str], T]) -> dict[str, list[T]]:
+    """``measure(name)`` for every name, ``rounds`` times over, the order turned around each
+    round.  The machine's speed drifts within a run (a VM's neighbours, clock frequency): one
+    long run per column would tilt the comparison towards whichever ran in a fast minute;
+    interleaved short rounds put every column through the same minutes."""
+    results: dict[str, list[T]] = {name: [] for name in names}
+    for index in range(rounds):
+        for name in names if index % 2 == 0 else names[::-1]:
+            results[name].append(measure(name))
+    return results
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -525,7 +547,10 @@ def ratio(gatewayd: float, forwarder: float, what: str = "") -> str:
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=6.0, help="duration of each wrk run")
+    parser.add_argument("--seconds", type=float, default=6.0,
+                        help="wrk's time per measurement and column, split over the rounds")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds per measurement: the columns take turns, the order reversed each round")
     parser.add_argument("--long", action="store_true", help="also the idle-streams memory run")
     parser.add_argument("--slow-full", action="store_true",
                         help="the slow reader reads all 50 MB at 100 KB/s (8+ minutes) instead of 10 MB at 1 MB/s")
@@ -574,45 +599,63 @@ def main(argv: list[str]) -> None:
             wrk(workdir, url, body, 4, 1)
         rows.append(row("gateway RSS idle (after first requests)", f"{rss_mb(gateway.pid):.1f} MB", "≤ 60 MB",
                         forwarder=f"{rss_mb(forwarder.pid):.1f} MB"))
-        print("  c=1 latency ...", file=sys.stderr)
-        one = {name: wrk(workdir, url, body, 1, seconds) for name, (url, body, _, _) in targets.items()}
+        names = list(targets)
+        rounds, each = args.rounds, seconds / args.rounds
+        print(f"  c=1 latency, {rounds} rounds ...", file=sys.stderr)
+        one = in_rounds(names, rounds, lambda name: wrk(workdir, targets[name][0], targets[name][1], 1, each))
         for p, target in (("p50", "≤ +1 ms; ≤ forwarder"), ("p99", "≤ +3 ms")):
-            d, f, g = (one[name][f"{p}_us"] / 1e6 for name in targets)
+            d, f, g = (statistics.median(r[f"{p}_us"] for r in one[name]) / 1e6 for name in names)
             rows.append(row(f"non-streaming latency {p}, c=1", above(g, d), target,
                             direct=ms(d), forwarder=above(f, d), ratio=ratio(g - d, f - d, "added")))
-        print("  c=64 throughput, gateway and forwarder on one core ...", file=sys.stderr)
-        many, cpu_used = {}, {}
-        for name, (url, body, _, _) in targets.items():
+        print(f"  c=64 throughput, gateway and forwarder on one core, {rounds} rounds ...", file=sys.stderr)
+
+        def loaded(name: str) -> dict:
+            url, body, _, _ = targets[name]
             before = sum(cpu_seconds(pids[name])) if name in pids else 0.0
-            many[name] = wrk(workdir, url, body, 64, seconds)
+            result = wrk(workdir, url, body, 64, each)
             if name in pids:
-                cpu_used[name] = sum(cpu_seconds(pids[name])) - before
-        d, f, g = (many[name]["rps"] for name in targets)
+                result["cpu_per_request"] = (sum(cpu_seconds(pids[name])) - before) / result["requests"]
+                result["busy"] = (sum(cpu_seconds(pids[name])) - before) / result["seconds"]
+            return result
+
+        many = in_rounds(names, rounds, loaded)
+        rps = {name: statistics.median(r["rps"] for r in many[name]) for name in names}
+        p50 = {name: statistics.median(r["p50_us"] for r in many[name]) for name in names}
+        d, f, g = (rps[name] for name in names)
         rows.append(row("throughput c=64, pinned to one core",
-                        f"{g:.0f} req/s ({g / d:.3f}× direct; p50 {ms(many['gatewayd']['p50_us'], True)})",
+                        f"{g:.0f} req/s ({g / d:.3f}× direct; p50 {ms(p50['gatewayd'], True)})",
                         "> 1,000 req/s; ≥ forwarder", direct=f"{d:.0f} req/s",
-                        forwarder=f"{f:.0f} req/s ({f / d:.3f}× direct; p50 {ms(many['forwarder']['p50_us'], True)})",
+                        forwarder=f"{f:.0f} req/s ({f / d:.3f}× direct; p50 {ms(p50['forwarder'], True)})",
                         ratio=ratio(g, f)))
-        per = {name: cpu_used[name] / many[name]["requests"] for name in pids}
-        busy = {name: f"{per[name] * 1000:.3f} ms ({cpu_used[name] / many[name]['seconds']:.2f} of its core busy)" for name in pids}
+        per = {name: statistics.median(r["cpu_per_request"] for r in many[name]) for name in pids}
+        busy = {name: f"{per[name] * 1000:.3f} ms ({statistics.median(r['busy'] for r in many[name]):.2f} "
+                      f"of its core busy)" for name in pids}
         rows.append(row("CPU per request (c=64 run)", busy["gatewayd"], forwarder=busy["forwarder"],
                         ratio=ratio(per["gatewayd"], per["forwarder"])))
-        print("  streams c=16, a burst of 200 chunks each ...", file=sys.stderr)
-        burst = {name: streams(base, path, dict(body, stream=True) if name == "gatewayd" else body, 16, 800,
-                               name == "gatewayd")
-                 for name, (_, body, base, path) in targets.items()}
+
+        def streamed(count: int, stagger: float = 0.0) -> Callable[[str], list]:
+            def measure(name: str) -> list:
+                _, body, base, path = targets[name]
+                return streams(base, path, dict(body, stream=True) if name == "gatewayd" else body, 16,
+                               count // rounds, name == "gatewayd", stagger)
+            return measure
+
+        def pooled(results: dict[str, list[list]]) -> dict[str, dict]:
+            return {name: stream_figures([s for each in runs for s in each]) for name, runs in results.items()}
+
+        print(f"  streams c=16, a burst of 200 chunks each, {rounds} rounds ...", file=sys.stderr)
+        burst = pooled(in_rounds(names, rounds, streamed(800)))
         for key, label, target in (("ttfb_p50", "TTFB p50", "≤ +2 ms"), ("total_p50", "total p50", "")):
-            d, f, g = (burst[name][key] for name in targets)
+            d, f, g = (burst[name][key] for name in names)
             rows.append(row(f"stream (200 chunks in a burst) {label}, c=16", above(g, d), target, direct=ms(d),
                             forwarder=above(f, d), ratio=ratio(g - d, f - d, "added")))
-        print(f"  streams c=16, paced: {PACED_CHUNKS} chunks {PACE * 1000:.0f} ms apart ...", file=sys.stderr)
+        print(f"  streams c=16, paced: {PACED_CHUNKS} chunks {PACE * 1000:.0f} ms apart, {rounds} rounds ...",
+              file=sys.stderr)
         pace(fake, PACE, PACED_CHUNKS)
-        paced = {name: streams(base, path, dict(body, stream=True) if name == "gatewayd" else body, 16,
-                               PACED_STREAMS, name == "gatewayd", stagger=PACE * PACED_CHUNKS)
-                 for name, (_, body, base, path) in targets.items()}
+        paced = pooled(in_rounds(names, rounds, streamed(PACED_STREAMS, stagger=PACE * PACED_CHUNKS)))
         pace(fake, 0.0, 200)
         for key, label, target in (("ttft_p50", "p50", "≤ forwarder"), ("ttft_p99", "p99", "")):
-            d, f, g = (paced[name][key] for name in targets)
+            d, f, g = (paced[name][key] for name in names)
             rows.append(row(f"paced streams ({PACED_CHUNKS} chunks {PACE * 1000:.0f} ms apart, 16 at a time, "
                             f"starts spread): time to first text {label}", above(g, d), target, direct=ms(d),
                             forwarder=above(f, d), ratio=ratio(g - d, f - d, "added")))
