@@ -4,6 +4,8 @@ import base64
 import copy
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -571,6 +573,18 @@ def test_gif_becomes_png_in_a_message_and_in_a_tool_result(api):
     with Image.open(io.BytesIO(png)) as decoded:
         assert (decoded.size, decoded.convert("RGB").getpixel((0, 0))) == ((1, 1), (255, 0, 0))
     rules.check_generate(body, api=api, model="gemini-2.5-flash")
+
+
+def test_pillow_waits_for_the_first_gif():
+    """The daemon's modules load without Pillow (2 MB resident); a GIF brings it in."""
+    probe = (
+        "import sys, gatewayd.daemon.tap, gatewayd.plugins, gatewayd.translate; "
+        "assert 'PIL' not in sys.modules, 'Pillow imported at start'; "
+        "from gatewayd.translate.images import gif_to_png; "
+        f"gif_to_png(__import__('base64').b64decode({GIF!r})); "
+        "assert 'PIL' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True, timeout=60, cwd=Path(__file__).parent.parent)
 
 
 def test_a_gif_that_cannot_be_converted_is_a_400():
