@@ -5,19 +5,20 @@ orjson writes JSON about ten times as fast as the standard library's encoder
 is the form every answer, event, upstream body and log line leaves in.  What
 orjson refuses and JSON allows, integers past 64 bits or nesting deeper than
 254 levels, goes through the standard library, so nothing a client sent
-becomes unsayable.  Client requests are still parsed by the standard library
-(:func:`json.loads` keeps lone surrogates and big integers as they came);
-:func:`loads` is for what Google sends, and falls back the same way.
+becomes unsayable.  Reading works the same way round: orjson reads what it
+can, and what it refuses (integers past 64 bits, an escaped lone surrogate, a
+byte-order mark) the standard library reads as it always did.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
 
-__all__ = ["dumps", "line", "loads"]
+__all__ = ["dumps", "line", "loads", "loads_client"]
 
 #: Non-string keys as the standard library writes them (``{1: x}`` as ``{"1": x}``).
 _OPTIONS = orjson.OPT_NON_STR_KEYS
@@ -29,6 +30,32 @@ def loads(data: bytes | str) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         return json.loads(data)
+
+
+def loads_client(data: bytes) -> Any:
+    """A client's request body, read as the standard library reads it.
+
+    orjson reads it unless it holds a run of 19 digits or more: orjson would make an
+    integer past 64 bits a float, where a client's tool input must come back as it
+    was sent.  What orjson refuses the standard library reads, or refuses with its
+    own message.  ``NaN`` and ``Infinity``, which the standard library would take,
+    are not JSON (nor Anthropic's), and neither reader takes them.
+    """
+    if _LONG_NUMBER.search(data) is None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data, parse_constant=_not_json)
+
+
+#: A digit run that may be an integer past 64 bits (2**63 has 19 digits).
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+
+
+def _not_json(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON value")
+
 
 _fallback = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _fallback_any = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode

@@ -6,6 +6,9 @@ from __future__ import annotations
 import datetime
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from gatewayd import jsonwire
 
 
@@ -35,3 +38,43 @@ def test_a_log_line_is_one_line_and_writes_unknown_types_as_text():
 def test_upstream_json_is_read_from_bytes_or_text_lone_surrogates_included():
     assert jsonwire.loads(b'{"a":[1,"\xc3\xa9"]}') == jsonwire.loads('{"a":[1,"é"]}') == {"a": [1, "é"]}
     assert jsonwire.loads(b'["\\ud800"]') == ["\ud800"]  # orjson refuses it; json takes it
+
+
+CLIENT_BODIES = [
+    b'{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"h\\u00e9"}]}',
+    b'{"id": 123456789012345678901234567890}',  # past 64 bits: orjson refuses, json reads
+    b'["\\ud800", "\\udfff x"]',  # escaped lone surrogates
+    b'\xef\xbb\xbf{"bom": true}',  # a UTF-8 byte-order mark
+    b'{"a": 1, "a": 2}',  # a repeated name: the last one, as json reads it
+    b'{"big": 1e400, "neg": -0, "f": 1.5E-3, "deep": [[[[[]]]]]}',
+    b' \t\r\n{"space": "around"} \n',
+]
+
+
+def test_a_client_body_reads_as_the_standard_library_reads_it():
+    for raw in CLIENT_BODIES:
+        assert jsonwire.loads_client(raw) == json.loads(raw), raw
+        assert repr(jsonwire.loads_client(raw)) == repr(json.loads(raw)), raw  # -0 stays 0, 1e400 inf
+
+
+def test_a_client_body_that_is_not_json_is_refused_nan_and_infinity_included():
+    for raw in (b'{"t": NaN}', b'{"t": Infinity}', b'[-Infinity]', b'{"a":', b'{"a": 1} x', b"\xff"):
+        try:
+            jsonwire.loads_client(raw)
+        except ValueError:
+            continue
+        raise AssertionError(f"{raw!r} was read")
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON_VALUES, st.booleans())
+def test_any_json_a_client_sends_reads_the_same_as_with_the_standard_library(value, ascii_only):
+    raw = json.dumps(value, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    assert repr(jsonwire.loads_client(raw)) == repr(json.loads(raw))

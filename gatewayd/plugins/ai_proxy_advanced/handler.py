@@ -586,17 +586,12 @@ def _read_json(request: Request, limit: int = MAX_BODY) -> dict[str, Any]:
         )
     raw = request_body(request)
     try:
-        body = json.loads(raw, parse_constant=_not_json)
+        body = jsonwire.loads_client(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise errors.invalid_request(f"request body is not valid JSON: {error}") from None
     if not isinstance(body, dict):
         raise errors.invalid_request("request body must be a JSON object")
     return body
-
-
-def _not_json(name: str) -> float:
-    """``NaN`` and ``Infinity``, which Python's reader takes and JSON (and Anthropic) does not."""
-    raise ValueError(f"{name} is not a JSON value")
 
 
 def _without(text: str, secret: str | None) -> str:
