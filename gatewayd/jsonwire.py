@@ -5,7 +5,9 @@ orjson writes JSON about ten times as fast as the standard library's encoder
 is the form every answer, event, upstream body and log line leaves in.  What
 orjson refuses and JSON allows, integers past 64 bits or nesting deeper than
 254 levels, goes through the standard library, so nothing a client sent
-becomes unsayable.  Reading works the same way round: orjson reads what it
+becomes unsayable; so do keys that are not strings, which the standard library
+writes as strings (``{1: x}`` as ``{"1": x}``), so that orjson need not look
+for them in every dict.  Reading works the same way round: orjson reads what it
 can, and what it refuses (integers past 64 bits, an escaped lone surrogate, a
 byte-order mark) the standard library reads as it always did.
 """
@@ -13,15 +15,12 @@ byte-order mark) the standard library reads as it always did.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
 
 __all__ = ["dumps", "line", "loads", "loads_client"]
 
-#: Non-string keys as the standard library writes them (``{1: x}`` as ``{"1": x}``).
-_OPTIONS = orjson.OPT_NON_STR_KEYS
 
 def loads(data: bytes | str) -> Any:
     """The upstream's JSON as Python values; what orjson refuses and the standard library
@@ -41,7 +40,7 @@ def loads_client(data: bytes) -> Any:
     own message.  ``NaN`` and ``Infinity``, which the standard library would take,
     are not JSON (nor Anthropic's), and neither reader takes them.
     """
-    if _LONG_NUMBER.search(data) is None:
+    if _LONG_RUN not in data.translate(_DIGITS_AS_ZERO):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -49,8 +48,11 @@ def loads_client(data: bytes) -> Any:
     return json.loads(data, parse_constant=_not_json)
 
 
-#: A digit run that may be an integer past 64 bits (2**63 has 19 digits).
-_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+#: A digit run that may be an integer past 64 bits (2**63 has 19 digits), found with every
+#: digit made a zero: a tenth of the time of a regular expression's search, which on a
+#: 77 KB Claude Code body took longer than parsing it.
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_RUN = b"0" * 19
 
 
 def _not_json(name: str) -> float:
@@ -64,7 +66,7 @@ _fallback_any = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), defa
 def dumps(value: Any) -> bytes:
     """``value`` as compact JSON in UTF-8."""
     try:
-        return orjson.dumps(value, option=_OPTIONS)
+        return orjson.dumps(value)
     except orjson.JSONEncodeError:
         return _fallback(value).encode("utf-8")
 
@@ -73,6 +75,6 @@ def line(value: Any) -> bytes:
     """``value`` as one line of compact JSON (a log record); what JSON has no type for is
     written as its ``str``."""
     try:
-        return orjson.dumps(value, default=str, option=_OPTIONS | orjson.OPT_APPEND_NEWLINE)
+        return orjson.dumps(value, default=str, option=orjson.OPT_APPEND_NEWLINE)
     except orjson.JSONEncodeError:
         return (_fallback_any(value) + "\n").encode("utf-8")

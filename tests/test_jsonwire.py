@@ -33,6 +33,7 @@ def test_a_log_line_is_one_line_and_writes_unknown_types_as_text():
     encoded = jsonwire.line({"a": when, "big": 2**70})
     assert encoded.endswith(b"\n") and encoded.count(b"\n") == 1
     assert json.loads(encoded) == {"a": str(when), "big": 2**70}
+    assert jsonwire.line({"a": when, 7: "int key"}) == b'{"a":"%s","7":"int key"}\n' % str(when).encode()
 
 
 def test_upstream_json_is_read_from_bytes_or_text_lone_surrogates_included():
