@@ -34,7 +34,7 @@ import re._parser as _re_parser  # the parse tree: how to find what Rust's regex
 import uuid
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from attrs import field, frozen
 
@@ -94,12 +94,23 @@ class Match(Generic[R]):
         return _escape(_join_v0(self.route.strip_path, postfix, self.path, base))
 
 
+#: Matches (and misses) remembered per router, as Kong's ``DEFAULT_MATCH_LRUCACHE_SIZE``.
+MATCHES_KEPT = 5000
+
+
 class Router(Generic[R]):
-    """Routes compiled into matchers in Kong's evaluation order."""
+    """Routes compiled into matchers in Kong's evaluation order.
+
+    Like Kong's router (``router.cache`` and ``cache_neg`` in atc.lua), it remembers
+    what a request's fields matched, keyed on those fields and on the values of the
+    headers some route looks at; at ``MATCHES_KEPT`` entries it starts afresh.
+    """
 
     def __init__(self, matchers: tuple[_Matcher[R], ...]) -> None:
         self._matchers = matchers
         self._uses_paths = any(m.paths for m in matchers)
+        self._header_names = tuple(sorted({name for m in matchers for name, _ in m.headers}))
+        self._cache: dict[tuple[Any, ...], Match[R] | None] = {}
 
     @classmethod
     def build(cls, routes: Iterable[tuple[Route, R]]) -> "Router[R]":
@@ -118,6 +129,19 @@ class Router(Generic[R]):
 
     def match(self, facts: RequestFacts) -> Match[R] | None:
         """The route Kong would pick for ``facts``, or None (Kong answers 404)."""
+        key = (facts.method, facts.path, facts.host, facts.port, facts.scheme, facts.sni,
+               *(facts.headers.get(name, ()) for name in self._header_names))
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        found = self._match(facts)
+        if len(self._cache) >= MATCHES_KEPT:
+            self._cache.clear()
+        self._cache[key] = found
+        return found
+
+    def _match(self, facts: RequestFacts) -> Match[R] | None:
         path = normalize_path(facts.path)
         if self._uses_paths and not _valid_utf8(path):
             return None  # Kong: "invalid utf-8 sequence", then 404

@@ -536,3 +536,24 @@ def test_stream_routes_are_left_to_the_stream_router() -> None:
 def test_only_invalid_utf8_is_refused_ascii_or_not(raw: bytes, expected: str | None) -> None:
     found = route_for([R("01", paths=("/hello",))], req(raw.decode("utf-8", "surrogateescape")))
     assert (found and found.value) == expected
+
+
+def test_remembered_matches_follow_the_fields_and_headers_routes_look_at(monkeypatch) -> None:
+    """Kong's router cache (atc.lua's cache and cache_neg): keyed on the request's fields and
+    on the headers a route matches, so a remembered match never stands for another request."""
+    routes = [R("01", paths=("/a",), headers={"x-team": ("blue",)}), R("02", paths=("/a",)),
+              R("03", hosts=("h.test",))]
+    router = Router.build((r, r.name) for r in routes)
+    blue, plain = req("/a", headers={"x-team": "blue"}), req("/a", headers={"x-team": "red"})
+    for _ in range(2):  # the second time from what was remembered
+        assert router.match(blue).value == "r01"
+        assert router.match(plain).value == "r02"
+        assert router.match(req("/b", "h.test")).value == "r03"
+        assert router.match(req("/b", "h.test", port=8443)).value == "r03"
+        assert router.match(req("/b", "other.test")) is None
+        assert router.match(req("/a", "h.test", method="POST")).value == "r03"  # plain hosts weigh more
+    assert router.match(blue) is router.match(blue)
+    monkeypatch.setattr("gatewayd.router.MATCHES_KEPT", 3)
+    for n in range(10):  # bounded: new requests keep coming, the memory does not grow past its size
+        assert router.match(req(f"/a/{n}")).value == "r02"
+        assert len(router._cache) <= 3
