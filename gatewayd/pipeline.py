@@ -4,7 +4,7 @@ listener → :class:`GatewayRoot` (route, exchange) → :class:`RequestLife`:
 the access phases in priority order → the answerer (a plugin's resource, such
 as ai-proxy-advanced's, or the plain proxy to the route's service) → the
 response filters on every header and body write (:class:`~gatewayd.site.GatewayRequest`) →
-the log phases, with Kong's record, once the response is done.
+the log phases, with Kong's record, once the response has been sent (:class:`AfterAnswers`).
 
 A configuration is compiled once into a :class:`Snapshot`: the router and, per
 route, the plugins that may run, in Kong's order and with Kong's scoping
@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import attrs
 from attrs import frozen
 from twisted.internet.defer import ensureDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource, getChildForRequest
@@ -175,6 +176,7 @@ class GatewayRoot(Resource):
     def __init__(self, gateway: Any) -> None:
         super().__init__()
         self.gateway = gateway
+        self._after_answers = AfterAnswers(gateway.reactor)
 
     def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
         snapshot: Snapshot = self.gateway.runtime
@@ -214,7 +216,7 @@ class GatewayRoot(Resource):
                 exchange.on_leave()
         finished = self.gateway.reactor.seconds()
 
-        def log(_: object) -> None:
+        def log() -> None:
             try:
                 loggers = [p.log for p in exchange.plugins if p is not None and hasattr(p, "log")]
                 if loggers:
@@ -227,7 +229,41 @@ class GatewayRoot(Resource):
             finally:
                 self.gateway.request_done(request)
 
-        (exchange.handled or succeed(None)).addCallback(log)
+        # Kong's log phase runs once the response has been sent; so does this one.
+        (exchange.handled or succeed(None)).addCallback(lambda _: self._after_answers.add(log))
+
+
+class AfterAnswers:
+    """Runs work once the answers written in this reactor turn have been sent.
+
+    Kong (nginx) runs the log phase after the response has gone out; here the
+    record, the counting and every plugin's log phase would otherwise run before
+    the answer leaves, adding their time to it.  What is written in a turn goes out
+    in the reactor's next poll, which comes after the next turn's timed calls: so
+    the work waits two ``callLater(0)``.  What is added meanwhile waits for its own
+    answers' poll, in a batch of its own; batches and their work keep their order.
+    """
+
+    def __init__(self, reactor: IReactorTime) -> None:
+        self.reactor = reactor
+        self._waiting: list[Callable[[], None]] = []
+        self._turn: IDelayedCall | None = None
+
+    def add(self, work: Callable[[], None]) -> None:
+        self._waiting.append(work)
+        if self._turn is None:
+            self._turn = self.reactor.callLater(0, self._next_poll)
+
+    def _next_poll(self) -> None:
+        """Runs before the poll that sends this batch's answers; the batch runs after it."""
+        self._turn = None
+        batch, self._waiting = self._waiting, []
+        self.reactor.callLater(0, self._run, batch)
+
+    @staticmethod
+    def _run(batch: list[Callable[[], None]]) -> None:
+        for work in batch:
+            work()
 
 
 class RequestLife(Resource):

@@ -191,3 +191,16 @@ def test_a_streamed_answer_counts_its_chunk_framing(gateway):
     assert b"transfer-encoding: chunked" in client.transport.value().lower()
     (record,) = gateway.records()
     assert record["response"]["size"] == len(client.transport.value())
+
+
+def test_the_log_phase_runs_once_the_answer_is_out(gateway):
+    """As Kong's log phase: the answer is written first; the record (and every plugin's log
+    phase) comes after the reactor's poll that sends it, not before it."""
+    client, _ = post(gateway)
+    gateway.upstream.accept().respond(200, answer("hello"))
+    assert client.response()[0] == 200
+    assert len(gateway.gateway.in_flight) == 1 and not gateway.log_path.exists()
+    gateway.reactor.advance(0)  # the reactor turns (a memory reactor runs both turns at once)
+    assert gateway.gateway.in_flight == set()
+    (record,) = gateway.records()
+    assert record["response"]["status"] == 200

@@ -2,9 +2,11 @@
 
 Each file a file-log plugin instance names is a :class:`JSONLinesFile`.
 Records are buffered as they come and serialized and written once per reactor
-turn, by a ``callLater(0)``: a burst of requests costs one ``write`` call.  That
-call runs before the reactor's next poll, which is where answers written in the
-turn are sent, so the write goes ahead of them (it does not wait for them).
+turn, by a ``callLater(0)``: a burst of requests costs one ``write`` call.  The
+log phase that hands them over runs once their answers have been sent
+(:class:`gatewayd.pipeline.AfterAnswers`), so a record reaches the file a
+reactor turn or two after its client has the answer, as with Kong, whose log
+phase runs after the response.
 
 A record is written whole or not at all: when the disk is full, a write the
 kernel took only in part is cut back to the last whole line, and what did not

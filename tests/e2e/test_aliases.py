@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Daemon, config_dir, file_log_override, read_records, wait_for
+from tests.e2e.harness import Daemon, config_dir, file_log_override, read_records, settled_records, wait_for
 from tests.e2e.test_claude_code import CLAUDE, claude_home
 
 pytestmark = pytest.mark.skipif(
@@ -109,7 +109,7 @@ def test_main_loop_and_background_calls_go_to_their_aliases(alias_daemon, fake, 
     project = tmp_path / "project"
     project.mkdir()
     (project / "notes.txt").write_text("The Alexiad has fifteen books.\n")
-    before = len(read_records(alias_daemon.file_log))
+    before = len(settled_records(alias_daemon.file_log))
     fake.clear()
     result = run_claude(alias_daemon, "smart", "fast", f"Please read the file {project / 'notes.txt'}",
                         tmp_path, "--allowedTools", "Read")

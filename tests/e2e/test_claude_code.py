@@ -18,6 +18,7 @@ from tests.e2e.harness import (
     file_log_override,
     model_override,
     read_records,
+    settled_records,
     wait_for,
 )
 
@@ -76,7 +77,7 @@ def run_claude(
 
 
 def test_seed_question(seed_daemon, tmp_path):
-    before = len(read_records(seed_daemon.file_log))
+    before = len(settled_records(seed_daemon.file_log))
     result = run_claude(seed_daemon, "gemini-2.0-flash", "Tell me about Anna Komnene's Alexiad.", tmp_path)
     assert result["is_error"] is False, result
     assert "Alexiad" in result["result"]
@@ -253,7 +254,7 @@ def test_key_auth_with_the_key_helper(fake, tmp_path):
 def test_context_command_counts_tokens(seed_daemon, fake, tmp_path):
     """/context is the command that calls /v1/messages/count_tokens (once per part of the context)."""
     fake.clear()
-    before = len(read_records(seed_daemon.file_log))
+    before = len(settled_records(seed_daemon.file_log))
     result = run_claude(seed_daemon, "gemini-2.0-flash", "/context", tmp_path)
     assert result["is_error"] is False and "Context Usage" in result["result"], result
     counted = [r for r in fake.requests() if r["path"].endswith(":countTokens")]

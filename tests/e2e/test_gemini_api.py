@@ -11,7 +11,7 @@ import anthropic
 import pytest
 from anthropic.types import Message
 
-from tests.e2e.harness import Daemon, config_dir, file_log_override, read_records, wait_for
+from tests.e2e.harness import Daemon, config_dir, file_log_override, read_records, settled_records, wait_for
 from tests.grammar import check_sdk_stream
 
 MODEL = "gemini-3-flash-preview"
@@ -118,7 +118,7 @@ def test_web_search_becomes_google_search_and_the_log_says_what_was_left_out(cli
         streamed = stream.get_final_message()
     assert [b.type for b in streamed.content] == [b.type for b in answer.content]
     assert streamed.content[2].citations == answer.content[2].citations
-    before = len(read_records(gemini_daemon.file_log))
+    before = len(settled_records(gemini_daemon.file_log))
     code = {"type": "code_execution_20250522", "name": "code_execution"}
     client.messages.create(model="m", max_tokens=256, tools=[code],
                            messages=[{"role": "user", "content": "hi"}])

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gatewayd.demo import BIN, file_text, wait_for
-from tests.e2e.harness import Daemon, read_records
+from tests.e2e.harness import Daemon, read_records, settled_records
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "gatewayd-hello"
@@ -114,7 +114,7 @@ def test_a_plain_route_proxies_to_its_service_as_kong_does(daemon):
 
 def test_a_regex_route_wins_over_a_prefix_route_as_kong_decides(daemon):
     # Kong 3: a regex path beats a plain prefix of the same request (transform.lua priorities).
-    before = len(read_records(daemon.file_log))
+    before = len(settled_records(daemon.file_log))
     assert json.loads(get(daemon, "/items/42")[2])["path"] == "/echo"
     assert json.loads(get(daemon, "/items/42x")[2])["path"] == "/echo/42x"
     wait_for(lambda: len(read_records(daemon.file_log)) >= before + 2, what="two records")
@@ -141,7 +141,7 @@ def test_a_disabled_services_routes_are_not_routed(daemon):
 
 
 def test_the_pip_installed_plugin_runs_in_its_phases(daemon):
-    before = len(read_records(daemon.file_log))
+    before = len(settled_records(daemon.file_log))
     status, headers, body = get(daemon, "/hello/there")
     assert status == 200
     assert headers["x-hello"] == "from a pip-installed plugin"  # header filter

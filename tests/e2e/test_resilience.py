@@ -13,7 +13,7 @@ from pathlib import Path
 import anthropic
 import pytest
 
-from tests.e2e.harness import Daemon, FakeVertex, config_dir, file_log_override, read_records, wait_for
+from tests.e2e.harness import Daemon, FakeVertex, config_dir, file_log_override, read_records, settled_records, wait_for
 
 ROUTE = "/anything"
 
@@ -171,7 +171,7 @@ HOSTILE = [
 
 
 def test_hostile_input_gets_its_status_and_error_type(seed_daemon):
-    before = len(read_records(seed_daemon.file_log))
+    before = len(settled_records(seed_daemon.file_log))
     for body, status, kind in HOSTILE:
         got, answer, _ = post(seed_daemon, body)
         assert (got, answer["type"], answer["error"]["type"]) == (status, "error", kind), body[:80]

@@ -9,7 +9,7 @@ import urllib.request
 import anthropic
 import pytest
 
-from tests.e2e.harness import read_records, wait_for
+from tests.e2e.harness import read_records, settled_records, wait_for
 from tests.grammar import check_sdk_stream
 
 SEED_QUESTION = "Tell me about Anna Komnene's Alexiad."
@@ -29,7 +29,7 @@ def last_record(daemon, count_before: int) -> dict:
 
 
 def test_create_answers_the_seed_question(client, seed_daemon, fake):
-    before = len(read_records(seed_daemon.file_log))
+    before = len(settled_records(seed_daemon.file_log))
     message = client.messages.create(
         model="claude-of-the-client",
         max_tokens=1024,
@@ -80,7 +80,7 @@ def test_create_answers_the_seed_question(client, seed_daemon, fake):
 
 
 def test_stream_yields_anthropic_events_in_order(client, seed_daemon):
-    before = len(read_records(seed_daemon.file_log))
+    before = len(settled_records(seed_daemon.file_log))
     with client.messages.stream(
         model="claude-of-the-client",
         max_tokens=512,
@@ -167,7 +167,7 @@ def post_raw(daemon, path: str, body: bytes) -> tuple[int, dict]:
     ids=["malformed-json", "not-an-object", "missing-messages", "unknown-block-type"],
 )
 def test_bad_requests_get_an_anthropic_400_and_the_daemon_keeps_serving(seed_daemon, client, body):
-    before = len(read_records(seed_daemon.file_log))
+    before = len(settled_records(seed_daemon.file_log))
     status, answer = post_raw(seed_daemon, "/anything/v1/messages", body)
     assert status == 400
     assert answer["type"] == "error" and answer["error"]["type"] == "invalid_request_error"

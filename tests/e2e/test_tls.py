@@ -19,7 +19,7 @@ import pytest
 
 from gatewayd.demo import BIN, source_environment
 from tests.certs import CA, common_name
-from tests.e2e.harness import Daemon, FakeVertex, config_dir, file_log_override, read_records, wait_for
+from tests.e2e.harness import Daemon, FakeVertex, config_dir, file_log_override, read_records, settled_records, wait_for
 from tests.e2e.test_claude_code import CLAUDE, claude_home
 from tests.grammar import check_sdk_stream, check_stream
 
@@ -121,7 +121,7 @@ def tls_daemon(fake, ca, tmp_path_factory):
 
 
 def test_the_sdk_over_https_with_a_custom_ca(tls_daemon):
-    before = len(read_records(tls_daemon.file_log))
+    before = len(settled_records(tls_daemon.file_log))
     client = anthropic.Anthropic(
         base_url=f"https://localhost:{tls_daemon.tls_port}/anything", api_key="x", max_retries=0,
         http_client=anthropic.DefaultHttpxClient(verify=tls_daemon.context),
@@ -146,7 +146,7 @@ def test_the_sdk_over_https_with_a_custom_ca(tls_daemon):
 
 @pytest.mark.skipif(CLAUDE is None, reason="Claude Code CLI not installed: .ci/run installs it with npm")
 def test_claude_code_over_https_with_node_extra_ca_certs(tls_daemon, tmp_path):
-    before = len(read_records(tls_daemon.file_log))
+    before = len(settled_records(tls_daemon.file_log))
     workdir = tmp_path / "project"
     workdir.mkdir()
     env = {
