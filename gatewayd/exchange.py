@@ -7,6 +7,8 @@ ai-proxy-advanced when the target has ``logging.log_statistics`` on.
 
 from __future__ import annotations
 
+import functools
+import re
 import time
 import uuid
 from urllib.parse import unquote_plus
@@ -100,7 +102,9 @@ class Exchange:
         response_headers = _headers(request.responseHeaders, frozenset())
         uri = _redact_uri(request.uri.decode("latin-1"), self.hidden_query)
         scheme = "https" if request.isSecure() else "http"
-        host = request.getRequestHostname().decode("latin-1").lower()
+        host = _host_name(request.requestHeaders.getRawHeaders(b"host"))
+        if host is None:
+            host = request.getHost().host.lower()
         kong_request: dict[str, Any] = {
             "id": self.request_id,
             "uri": uri,
@@ -223,6 +227,22 @@ def request_length(request: Request, body: int) -> int:
         for value in values:  # a loop costs a third of sum() over a generator
             size += len(name) + len(value) + 4  # "Name: value\r\n"
     return size + 2 + body
+
+
+#: twisted.web's reading of a Host header (``Request.getRequestHostname``).
+_HOST_HEADER = re.compile(rb"^\[?(?P<host>.*?)\]?(:\d+)?$")
+
+
+def _host_name(values: list[bytes] | None) -> str | None:
+    """nginx's ``$host`` as twisted.web reads it: the last Host header without its port, in
+    lower case; None without one."""
+    return _host_of(values[-1]) if values else None
+
+
+@functools.lru_cache(maxsize=256)
+def _host_of(header: bytes) -> str | None:
+    found = _HOST_HEADER.match(header)
+    return found.group("host").decode("latin-1").lower() if found else None
 
 
 #: Header names as sent -> as logged, for the names seen first.

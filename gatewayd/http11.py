@@ -69,9 +69,15 @@ def destination(url: str) -> Destination:
 def header_lines(headers: Mapping[str, str]) -> bytes:
     """``headers`` as request head lines; a line break in a value becomes a space, as
     twisted.web's ``Headers`` does, so no value can add a header of its own."""
+    return _lines(tuple(headers.items()))
+
+
+@functools.lru_cache(maxsize=256)
+def _lines(headers: tuple[tuple[str, str], ...]) -> bytes:
+    # A target sends the same few headers with every call (its token changes hourly).
     return b"".join(
         b"%s: %s\r\n" % (name.encode("latin-1"), _one_line(value).encode("latin-1"))
-        for name, value in headers.items()
+        for name, value in headers
     )
 
 

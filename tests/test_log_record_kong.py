@@ -204,3 +204,25 @@ def test_the_log_phase_runs_once_the_answer_is_out(gateway):
     assert gateway.gateway.in_flight == set()
     (record,) = gateway.records()
     assert record["response"]["status"] == 200
+
+
+@pytest.mark.parametrize("header", [
+    None, b"", b"Gateway.Test", b"gateway.test:8000", b"[::1]:8443", b"[::1]", b"10.0.0.1:80", b"h:notaport",
+])
+def test_the_logged_host_is_the_one_twisted_web_reads(header):
+    """The record's host is worked out once per Host header, as ``getRequestHostname`` reads it."""
+    from twisted.internet.address import IPv4Address
+    from twisted.web.http import Request as TwistedRequest
+
+    from gatewayd.exchange import _host_name
+
+    class Stand:  # what getRequestHostname asks of a request
+        def getHeader(self, name):
+            return header
+
+        def getHost(self):
+            return IPv4Address("TCP", "127.0.0.1", 8000)
+
+    expected = TwistedRequest.getRequestHostname(Stand()).decode("latin-1").lower()  # type: ignore[arg-type]
+    found = _host_name(None if header is None else [header])
+    assert (found if found is not None else "127.0.0.1") == expected
