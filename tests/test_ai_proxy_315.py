@@ -369,3 +369,49 @@ class KeyInTheBody(GatewayInMemory):
         logged = json.dumps(record)
         self.assertNotIn("fake-gemini-key", logged)  # not in the logged payload, nor the upstream URI
         self.assertNotIn("fake-gemini-key", text)
+
+
+GEMINI_LOCATION = "'${{ env \"DECK_GEMINI_LOCATION_ID\" }}'"
+
+
+class FinalTextSignatures(GatewayInMemory):
+    """A Gemini 3 answer's final-text signature is kept and goes back with that text in the
+    next turn, whether the answer was streamed or not."""
+
+    extra_files = plugin([  # Gemini 3 is served from Vertex's global location only
+        target("gemini-3-pro-preview", alias="three").replace(GEMINI_LOCATION, "global")])
+    thinking = {"type": "enabled", "budget_tokens": 1024}
+
+    def turn(self, model: str, stream: bool) -> list[dict]:
+        """Ask, answer, ask again with that answer: the parts the second call sent upstream."""
+        first = ask("hi", model=model, thinking=self.thinking, stream=stream)
+        status, _, text = self.post(first)
+        self.assertEqual(status, 200, text)
+        if stream:
+            blocks: dict[int, dict] = {}
+            for name, data in events(text):
+                if name == "content_block_start":
+                    blocks[data["index"]] = dict(data["content_block"])
+                elif name == "content_block_delta" and data["delta"]["type"] == "text_delta":
+                    blocks[data["index"]]["text"] += data["delta"]["text"]
+                elif name == "content_block_delta" and data["delta"]["type"] == "thinking_delta":
+                    blocks[data["index"]]["thinking"] += data["delta"]["thinking"]
+                elif name == "content_block_delta" and data["delta"]["type"] == "signature_delta":
+                    blocks[data["index"]]["signature"] += data["delta"]["signature"]
+            content = [blocks[i] for i in sorted(blocks)]
+        else:
+            content = json.loads(text)["content"]
+        self.assertEqual(content[-1]["type"], "text")  # the answer's text stays last
+        again = dict(first, stream=False, messages=[
+            *first["messages"], {"role": "assistant", "content": content}, {"role": "user", "content": "and?"}])
+        status, _, text = self.post(again)
+        self.assertEqual(status, 200, text)
+        return self.fake.requests[-1]["body"]["contents"][1]["parts"]
+
+    def test_gemini_3_gets_the_signature_of_its_final_text_back(self):
+        for stream in (False, True):
+            parts = self.turn("three", stream)
+            signed = [p.get("thoughtSignature") for p in parts if "text" in p and not p.get("thought")]
+            # The one the fake issued: it takes no other (the second call answered 200).
+            self.assertEqual(len(signed), 1, stream)
+            self.assertTrue(signed[0], stream)

@@ -106,7 +106,7 @@ class AIProxy:
             data = jsonwire.loads(raw)
             _refuse_blocked_prompt(data)
             message = message_from_gemini(
-                data, prepared, message_id=message_id(), model=target.model, memory=self.signatures
+                data, prepared, message_id=message_id(), model=target.model, memory=self._memory(target)
             )
             self._note_usage(
                 exchange, target, tokens_from_gemini(data.get("usageMetadata") or {}),
@@ -325,6 +325,12 @@ class AIProxy:
             raise ClientGone()
         return raw
 
+    def _memory(self, target: Target) -> SignatureMemory | None:
+        """Where an answer's final-text signatures are kept: only Gemini 3's, the only ones
+        ``prepare`` gives back; for other models, keeping them was a digest of every text
+        chunk for nothing."""
+        return self.signatures if target.profile.is_gemini3 else None
+
     def _check(self, response: IResponse, raw: bytes) -> None:
         if response.code != 200:
             raise _Failed(f"http_{response.code}", errors.from_upstream(response.code, raw))
@@ -353,7 +359,7 @@ class AIProxy:
             translator = ClaudePassthrough()
         else:
             translator = translator_for(
-                prepared, message_id=message_id(), model=target.model, memory=self.signatures
+                prepared, message_id=message_id(), model=target.model, memory=self._memory(target)
             )
         first_chunk: list[float] = []
         bridge = SSEBridge(
