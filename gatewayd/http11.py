@@ -177,6 +177,7 @@ class HTTP11Connection(Protocol):
         self._body: IBodyProducer | None = None
         self._phrase = b""
         self._headers: list[tuple[bytes, bytes]] = []
+        self._body_parts: list[bytes] = []  # of the response, parsed from this read
         self._keep_alive = False
         #: From a request until its final response is whole: what arrives belongs to it.
         self._expecting = False
@@ -239,6 +240,11 @@ class HTTP11Connection(Protocol):
                 self._fail(Failure(cause or error))
                 return
             self._drop()  # more after a whole response: its head is still announced below
+        try:
+            self._deliver()
+        except Exception:  # the reader's fault, as if it had raised while httptools parsed
+            self._fail(Failure())
+            return
         head, self._head = self._head, None
         if head is not None and self._waiting is not None:
             # Announced once this read is parsed: a body that came with its head is then
@@ -263,6 +269,7 @@ class HTTP11Connection(Protocol):
             waiting, self._waiting = self._waiting, None
             waiting.errback(Failure(ResponseNeverReceived([failure])))
         elif self._response is not None:
+            self._deliver()  # what came before the fault
             response, self._response = self._response, None
             response._end(Failure(ResponseFailed([failure])))
 
@@ -287,10 +294,20 @@ class HTTP11Connection(Protocol):
         self._response = self._head = UpstreamResponse(code, self._phrase, self._headers, self)
 
     def on_body(self, body: bytes) -> None:
+        # What one read carries goes to the reader at once (_deliver): a read of a
+        # fast stream holds hundreds of chunks, and a reader that shares its work
+        # out over reactor turns can tell a read's bytes from the next read's.
         if self._response is not None:
-            self._response._data(body)
+            self._body_parts.append(body)
+
+    def _deliver(self) -> None:
+        if self._body_parts:
+            parts, self._body_parts = self._body_parts, []
+            if self._response is not None:
+                self._response._data(parts[0] if len(parts) == 1 else b"".join(parts))
 
     def on_message_complete(self) -> None:
+        self._deliver()
         response, self._response = self._response, None
         if response is None:
             return  # the end of an interim answer

@@ -441,3 +441,18 @@ def test_a_switching_protocols_answer_fails_the_call():
     connection.dataReceived(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n")
     assert result(pending).check(ResponseNeverReceived)
     assert transport.calls == ["abortConnection"]
+
+
+def test_what_one_read_carries_reaches_the_reader_in_one_piece():
+    """Many chunks in a read are one dataReceived (a reader can share its work out per read);
+    each read is its own, and the end comes after the body it ends."""
+    connection, _ = connected()
+    pending = connection.request(HEAD, b"")
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n")
+    reader = Reader()
+    result(pending).deliverBody(reader)
+    assert reader.parts == [b"abcde"]  # came with the head: handed over whole when delivered
+    connection.dataReceived(b"1\r\nf\r\n1\r\ng\r\n1\r\nh\r\n")
+    connection.dataReceived(b"2\r\nij\r\n0\r\n\r\n")
+    assert reader.parts == [b"abcde", b"fgh", b"ij"]
+    assert reader.ended.check(ResponseDone)

@@ -129,3 +129,14 @@ def test_a_long_queue_pauses_the_upstream_until_translated() -> None:
     assert upstream.producerState == "paused"
     client.producer.resumeProducing()
     assert upstream.producerState == "producing"
+
+
+def test_chunks_read_one_at_a_time_never_wait_a_turn() -> None:
+    """A paced stream's reads each get a turn's share: however many have come, none is
+    queued behind a timer (each read is its own turn)."""
+    clock = Clock()
+    client, _, bridge = streaming_pair(clock)
+    for n in range(1, 101):  # some 15 KB in all: more than slice_bytes
+        bridge.dataReceived(sse(CHUNK))
+        assert client.value().count(b"text_delta") == n
+        assert not clock.getDelayedCalls()

@@ -7,10 +7,11 @@ own queue of untranslated bytes is long, so nothing piles up in memory.  The tra
 the pure :class:`gatewayd.translate.StreamTranslator`.
 
 One upstream read may carry hundreds of chunks (a fast model, or an upstream
-that batches), delivered as many ``dataReceived`` calls within one reactor
-turn; nothing written leaves before that turn ends.  So the bridge translates
-at most ``slice_bytes`` per turn and queues the rest for the next turns: the
-first events leave at once and concurrent streams take turns.
+that batches), and nothing written leaves before the reactor turn that reads
+it ends.  :mod:`gatewayd.http11` hands a read's body over in one
+``dataReceived``; the bridge translates at most ``slice_bytes`` of it and
+queues the rest for the next turns: the first events leave at once and
+concurrent streams take turns.
 """
 
 from __future__ import annotations
@@ -71,10 +72,6 @@ class SSEBridge(Protocol):
         self._idle: IDelayedCall | None = None
         self._heard = 0.0  # when the upstream last sent something, while the timeout is on
         self._pending: deque[bytes] = deque()  # upstream bytes received, not translated yet
-        #: Bytes translated since the budget was renewed: a turn that finds it spent queues
-        #: what comes and renews it on the next turn, so no turn translates more than
-        #: ``slice_bytes`` and a stream that never queues costs no timer per chunk.
-        self._spent = 0
         self._tick: IDelayedCall | None = None  # the next turn: budget renewed, queue drained
         self._lost: Failure | None = None  # the upstream ended while bytes were queued
         self._queued = 0  # bytes in _pending
@@ -102,27 +99,27 @@ class SSEBridge(Protocol):
         if self._closed:
             return
         self._watch()
-        room = self.slice_bytes - self._spent
-        if self._pending or room <= 0:  # after what waits, or this turn has had its share
+        if self._pending:  # after what waits: its turns come first
             self._queue(data)
             return
-        if len(data) > room:
-            data, rest = data[:room], data[room:]
+        # A read of its own (a turn's), so a share of its own; a stream whose reads are
+        # small never queues and costs no timer.
+        if len(data) > self.slice_bytes:
+            data, rest = data[: self.slice_bytes], data[self.slice_bytes :]
             self._queue(rest)
-        self._spent += len(data)
         self._translate(self._decoder.feed, data)
 
     def _next_turn(self) -> None:
         self._tick = None
-        self._spent = 0
-        while self._pending and self._spent < self.slice_bytes and not self._closed:
+        spent = 0
+        while self._pending and spent < self.slice_bytes and not self._closed:
             data = self._pending.popleft()
-            room = self.slice_bytes - self._spent
+            room = self.slice_bytes - spent
             if len(data) > room:
                 data, rest = data[:room], data[room:]
                 self._pending.appendleft(rest)
             self._queued -= len(data)
-            self._spent += len(data)
+            spent += len(data)
             self._translate(self._decoder.feed, data)
         if self._closed:
             self._pending.clear()
