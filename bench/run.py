@@ -51,7 +51,7 @@ GEMINI_REQUEST = {
 MODEL_PATH = "/v1/projects/bench-project/locations/us-central1/publishers/google/models/gemini-2.0-flash"
 STREAM_PATH = MODEL_PATH + ":streamGenerateContent?alt=sse"
 #: Paced streams: this many chunks, one every PACE seconds, like a model writing.
-PACE, PACED_CHUNKS, PACED_STREAMS = 0.01, 50, 192
+PACE, PACED_CHUNKS, PACED_STREAMS = 0.01, 50, 200
 #: What marks the first text in a stream: Gemini's SSE (the fake writes compact JSON), Anthropic's.
 GEMINI_TEXT, ANTHROPIC_TEXT = b'"text":"', b"text_delta"
 
@@ -547,9 +547,9 @@ def ratio(gatewayd: float, forwarder: float, what: str = "") -> str:
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=6.0,
+    parser.add_argument("--seconds", type=float, default=10.0,
                         help="wrk's time per measurement and column, split over the rounds")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=int, default=5,
                         help="rounds per measurement: the columns take turns, the order reversed each round")
     parser.add_argument("--long", action="store_true", help="also the idle-streams memory run")
     parser.add_argument("--slow-full", action="store_true",
