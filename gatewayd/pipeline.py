@@ -244,6 +244,8 @@ class AfterAnswers:
     answers' poll, in a batch of its own; batches and their work keep their order.
     """
 
+    log = Logger()
+
     def __init__(self, reactor: IReactorTime) -> None:
         self.reactor = reactor
         self._waiting: list[Callable[[], None]] = []
@@ -260,10 +262,12 @@ class AfterAnswers:
         batch, self._waiting = self._waiting, []
         self.reactor.callLater(0, self._run, batch)
 
-    @staticmethod
-    def _run(batch: list[Callable[[], None]]) -> None:
+    def _run(self, batch: list[Callable[[], None]]) -> None:
         for work in batch:
-            work()
+            try:
+                work()
+            except Exception:  # one request's failure is not the batch's
+                self.log.failure("work after the answers failed")
 
 
 class RequestLife(Resource):

@@ -96,6 +96,9 @@ class Match(Generic[R]):
 
 #: Matches (and misses) remembered per router, as Kong's ``DEFAULT_MATCH_LRUCACHE_SIZE``.
 MATCHES_KEPT = 5000
+#: Requests whose path, host and routed header values are longer go unremembered: 5000
+#: of them could pin a lot of memory.
+KEY_BYTES_KEPT = 1024
 
 
 class Router(Generic[R]):
@@ -129,16 +132,18 @@ class Router(Generic[R]):
 
     def match(self, facts: RequestFacts) -> Match[R] | None:
         """The route Kong would pick for ``facts``, or None (Kong answers 404)."""
-        key = (facts.method, facts.path, facts.host, facts.port, facts.scheme, facts.sni,
-               *(facts.headers.get(name, ()) for name in self._header_names))
+        values = tuple(facts.headers.get(name, ()) for name in self._header_names)
+        key = (facts.method, facts.path, facts.host, facts.port, facts.scheme, facts.sni, *values)
         try:
             return self._cache[key]
         except KeyError:
             pass
         found = self._match(facts)
-        if len(self._cache) >= MATCHES_KEPT:
-            self._cache.clear()
-        self._cache[key] = found
+        size = len(facts.path) + len(facts.host) + sum(len(v) for each in values for v in each)
+        if size <= KEY_BYTES_KEPT:  # long made-up paths or headers would pin memory
+            if len(self._cache) >= MATCHES_KEPT:
+                self._cache.clear()
+            self._cache[key] = found
         return found
 
     def _match(self, facts: RequestFacts) -> Match[R] | None:

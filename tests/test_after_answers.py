@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 
 from gatewayd.pipeline import AfterAnswers
+from twisted.logger import globalLogPublisher
 
 
 def _received(peer: socket.socket) -> bytes:
@@ -76,3 +77,21 @@ def test_batches_keep_their_order_and_work_added_while_one_waits_joins_the_next(
     assert ran == ["a", "b"]
     turns.turn()
     assert ran == ["a", "b", "c"]
+
+
+def test_one_failing_piece_of_work_leaves_the_rest_of_its_batch_to_run():
+    turns = Turns()
+    after = AfterAnswers(turns)  # type: ignore[arg-type]
+    ran: list[str] = []
+    logged: list[dict] = []
+    after.add(lambda: 1 / 0)
+    after.add(lambda: ran.append("b"))
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        turns.turn()
+        turns.turn()
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert ran == ["b"]
+    failures = [e["log_failure"] for e in logged if "log_failure" in e]
+    assert len(failures) == 1 and failures[0].check(ZeroDivisionError)

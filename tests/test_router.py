@@ -557,3 +557,11 @@ def test_remembered_matches_follow_the_fields_and_headers_routes_look_at(monkeyp
     for n in range(10):  # bounded: new requests keep coming, the memory does not grow past its size
         assert router.match(req(f"/a/{n}")).value == "r02"
         assert len(router._cache) <= 3
+
+
+def test_a_long_request_is_matched_but_not_remembered() -> None:
+    router = Router.build((r, r.name) for r in [R("01", paths=("/a",), headers={"x-team": ("blue",)})])
+    long_path = req("/a/" + "x" * 2000, headers={"x-team": "blue"})
+    long_header = req("/a", headers={"x-team": ["blue", "y" * 2000]})
+    assert router.match(long_path).value == router.match(long_header).value == "r01"
+    assert router._cache == {}

@@ -105,3 +105,28 @@ def test_a_request_whose_client_already_left_does_not_break_the_stop(tmp_path):
     clock.advance(CUT_REQUESTS_SETTLE)
     assert stopped.called and (tmp_path / "claude.json").read_text() == '{"n":1}\n'
     assert stopped.result is None
+
+
+def test_a_grace_that_ends_while_an_answered_request_waits_for_its_log_phase():
+    """An answered request stays in flight until its log phase, which runs once the answer
+    is out; twisted.web has let go of its channel by then.  Cutting what is left must pass
+    it over, and its record still comes."""
+    import json
+
+    from tests.inmemory import Gateway as InMemory, answer, ask, target
+
+    made = InMemory("{algorithm: round-robin}", [target(0)])
+    try:
+        made.gateway.shutdown_grace = 0.0
+        client = made.client()
+        client.post(ask("hi"))
+        made.upstream.accept().respond(200, answer("hello"))
+        assert client.response()[0] == 200 and len(made.gateway.in_flight) == 1
+        stopped = made.gateway.stopService()
+        made.reactor.advance(0)  # the grace (none) ends before the log phase's second turn
+        made.reactor.advance(CUT_REQUESTS_SETTLE)
+        assert stopped.called and stopped.result is None
+        (record,) = [json.loads(line) for line in made.log_path.read_text().splitlines()]
+        assert record["response"]["status"] == 200
+    finally:
+        made.close()

@@ -133,10 +133,24 @@ def test_a_long_queue_pauses_the_upstream_until_translated() -> None:
 
 def test_chunks_read_one_at_a_time_never_wait_a_turn() -> None:
     """A paced stream's reads each get a turn's share: however many have come, none is
-    queued behind a timer (each read is its own turn)."""
+    queued behind a timer."""
     clock = Clock()
     client, _, bridge = streaming_pair(clock)
     for n in range(1, 101):  # some 15 KB in all: more than slice_bytes
         bridge.dataReceived(sse(CHUNK))
         assert client.value().count(b"text_delta") == n
         assert not clock.getDelayedCalls()
+        clock.advance(0.01)  # the model writes on
+
+
+def test_many_small_reads_in_one_turn_share_its_budget() -> None:
+    """TLS hands one socket read over as one dataReceived per record: within a turn they
+    share slice_bytes, and the rest waits for the next turns."""
+    clock = Clock()
+    client, _, bridge = streaming_pair(clock)
+    for _ in range(100):  # some 15 KB within one turn
+        bridge.dataReceived(sse(CHUNK))
+    first = client.value().count(b"text_delta")
+    assert 0 < first < 100 and first * len(sse(CHUNK)) <= bridge.slice_bytes + len(sse(CHUNK))
+    clock.advance(0)  # the next turns (task.Clock runs those each turn schedules)
+    assert client.value().count(b"text_delta") == 100

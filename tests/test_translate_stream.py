@@ -313,3 +313,13 @@ def test_a_text_digest_fed_in_pieces_equals_the_digest_of_the_stripped_whole(tex
     for start, end in zip(bounds, bounds[1:]):
         digest.update(text[start:end])
     assert digest.digest() == hashlib.sha256(text.strip().encode()).digest()
+
+
+@pytest.mark.parametrize("raw", [
+    b'data: {"x": "\xed\xa0\x80"}\n\n',  # a lone surrogate written as UTF-8: not UTF-8
+    b'data: {"x": "\xff"}\r\n\r\n',
+    b'data: \xef\xbb\xbf{"x": 1}\n\n',  # a byte-order mark inside the data
+])
+def test_the_decoders_quick_path_refuses_what_its_general_path_refuses(raw):
+    with pytest.raises(TranslationError):
+        GeminiSSEDecoder().feed(raw)

@@ -179,8 +179,11 @@ class Gateway(application.Service):
                     count=len(self.in_flight),
                 )
                 for request in list(self.in_flight):
-                    if request.channel is not None:  # None: the client already left
-                        request.channel.transport.abortConnection()
+                    # No channel: the client already left, or the answer is done and only its
+                    # log phase is still to come (twisted.web lets go of the channel then).
+                    channel = getattr(request, "channel", None)
+                    if channel is not None:
+                        channel.transport.abortConnection()
                 # Cut requests still write their records; that takes a reactor turn or two.
                 await self.until_idle(CUT_REQUESTS_SETTLE)
         # Retired ones too: a request of an older snapshot may have just buffered a record.

@@ -12,6 +12,8 @@ streaming so a sequence split across chunks is caught.
 
 from collections.abc import Callable
 
+import orjson
+
 from gatewayd import jsonwire
 from gatewayd.ids import base62_id
 
@@ -99,8 +101,8 @@ class GeminiSSEDecoder:
                 payload = None
             if payload is not None and b"\n" not in payload and b"\r" not in payload:
                 try:
-                    chunk = jsonwire.loads(payload)
-                except ValueError:
+                    chunk = orjson.loads(payload)  # strict UTF-8, as the general path's decode
+                except orjson.JSONDecodeError:
                     chunk = None
                 if isinstance(chunk, dict):
                     return [chunk]

@@ -8,10 +8,12 @@ the pure :class:`gatewayd.translate.StreamTranslator`.
 
 One upstream read may carry hundreds of chunks (a fast model, or an upstream
 that batches), and nothing written leaves before the reactor turn that reads
-it ends.  :mod:`gatewayd.http11` hands a read's body over in one
-``dataReceived``; the bridge translates at most ``slice_bytes`` of it and
-queues the rest for the next turns: the first events leave at once and
-concurrent streams take turns.
+it ends.  So the bridge translates at most ``slice_bytes`` within
+``turn_seconds`` and queues the rest for the next turns: the first events leave
+at once and concurrent streams take turns.  A turn is told by the clock, not by
+the calls: :mod:`gatewayd.http11` hands a plain read over in one
+``dataReceived``, but TLS hands one read over as many (one per TLS record),
+while a paced stream's reads, each a turn of its own, come milliseconds apart.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class SSEBridge(Protocol):
     log = Logger()
     #: Bytes of upstream data translated per reactor turn (a few dozen chunks).
     slice_bytes = 4096
+    #: Reads closer together than this share one turn's ``slice_bytes``.
+    turn_seconds = 0.001
     #: Queued upstream bytes past which the upstream is paused until the queue drains.
     queue_limit = 65536
 
@@ -73,6 +77,8 @@ class SSEBridge(Protocol):
         self._heard = 0.0  # when the upstream last sent something, while the timeout is on
         self._pending: deque[bytes] = deque()  # upstream bytes received, not translated yet
         self._tick: IDelayedCall | None = None  # the next turn: budget renewed, queue drained
+        self._turn_began = float("-inf")  # when the bytes counted in _spent began to come
+        self._spent = 0
         self._lost: Failure | None = None  # the upstream ended while bytes were queued
         self._queued = 0  # bytes in _pending
         self._client_paused = False
@@ -102,11 +108,19 @@ class SSEBridge(Protocol):
         if self._pending:  # after what waits: its turns come first
             self._queue(data)
             return
-        # A read of its own (a turn's), so a share of its own; a stream whose reads are
-        # small never queues and costs no timer.
-        if len(data) > self.slice_bytes:
-            data, rest = data[: self.slice_bytes], data[self.slice_bytes :]
+        now = self.reactor.seconds()
+        if now - self._turn_began > self.turn_seconds:
+            # A turn of its own: a stream whose reads are small never queues, and costs
+            # no timer per chunk.
+            self._turn_began, self._spent = now, 0
+        room = self.slice_bytes - self._spent
+        if room <= 0:
+            self._queue(data)
+            return
+        if len(data) > room:
+            data, rest = data[:room], data[room:]
             self._queue(rest)
+        self._spent += len(data)
         self._translate(self._decoder.feed, data)
 
     def _next_turn(self) -> None:
@@ -121,6 +135,7 @@ class SSEBridge(Protocol):
             self._queued -= len(data)
             spent += len(data)
             self._translate(self._decoder.feed, data)
+        self._turn_began, self._spent = self.reactor.seconds(), spent
         if self._closed:
             self._pending.clear()
             self._queued = 0
