@@ -450,22 +450,32 @@ def long_measurements(workdir: Path, args: argparse.Namespace) -> list[Row]:
     return rows
 
 
-def workers_comparison(workdir: Path, fake: Fake, processes: list, seconds: float) -> list[Row]:
-    """1 vs 2 workers, unpinned, with where the two cores' time went in the 2-worker run."""
-    print("  1 vs 2 workers ...", file=sys.stderr)
-    rates, spent = {}, {}
+def workers_comparison(workdir: Path, fake: Fake, processes: list, seconds: float, rounds: int) -> list[Row]:
+    """1 vs 2 workers, unpinned, in interleaved rounds, with where the two cores' time went
+    in the 2-worker runs."""
+    print(f"  1 vs 2 workers, {rounds} rounds ...", file=sys.stderr)
+    daemons = {}
     for workers in (1, 2):
-        each = Gateway(workdir, fake, f"workers{workers}", cpu=None, workers=workers)
-        processes.append(each)
-        wrk(workdir, each.url + "/anything/v1/messages", SMALL_REQUEST, 64, 1)
+        daemons[workers] = Gateway(workdir, fake, f"workers{workers}", cpu=None, workers=workers)
+        processes.append(daemons[workers])
+        wrk(workdir, daemons[workers].url + "/anything/v1/messages", SMALL_REQUEST, 64, 1)
+
+    def measure(workers: int) -> dict:
+        each = daemons[workers]
         gateway_before, fake_before = cpu_seconds(each.pid), sum(cpu_seconds(fake.pid))
-        result = wrk(workdir, each.url + "/anything/v1/messages", SMALL_REQUEST, 64, seconds)
-        gateway_cpu = [b - a for a, b in zip(gateway_before, cpu_seconds(each.pid))]
-        spent[workers] = (gateway_cpu, sum(cpu_seconds(fake.pid)) - fake_before, result["wrk_cpu"], result["seconds"])
-        rates[workers] = result["rps"]
+        result = wrk(workdir, each.url + "/anything/v1/messages", SMALL_REQUEST, 64, seconds / rounds)
+        result["gateway_cpu"] = [b - a for a, b in zip(gateway_before, cpu_seconds(each.pid))]
+        result["fake_cpu"] = sum(cpu_seconds(fake.pid)) - fake_before
+        return result
+
+    runs = in_rounds([1, 2], rounds, measure)
+    for each in daemons.values():
         each.stop()
-    gateway_cpu, fake_cpu, wrk_cpu, wall = spent[2]
-    per_request = sum(spent[1][0]) / (rates[1] * spent[1][3])
+    rates = {workers: statistics.median(r["rps"] for r in runs[workers]) for workers in runs}
+    wall = sum(r["seconds"] for r in runs[2])
+    gateway_cpu = [sum(column) for column in zip(*(r["gateway_cpu"] for r in runs[2]))]
+    fake_cpu, wrk_cpu = sum(r["fake_cpu"] for r in runs[2]), sum(r["wrk_cpu"] for r in runs[2])
+    per_request = sum(sum(r["gateway_cpu"]) for r in runs[1]) / sum(r["requests"] for r in runs[1])
     ceiling = (2 * wall - fake_cpu - wrk_cpu) / wall / per_request / rates[1]
     return [
         row("throughput c=64, 1 worker → 2 workers (unpinned)",
@@ -666,7 +676,7 @@ def main(argv: list[str]) -> None:
         gateway.stop()
         forwarder.stop()
         if not args.no_workers:
-            rows += workers_comparison(workdir, fake, processes, seconds)
+            rows += workers_comparison(workdir, fake, processes, seconds, args.rounds)
     finally:
         for process in processes:
             process.stop()
