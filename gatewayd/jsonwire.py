@@ -8,8 +8,9 @@ orjson refuses and JSON allows, integers past 64 bits or nesting deeper than
 becomes unsayable; so do keys that are not strings, which the standard library
 writes as strings (``{1: x}`` as ``{"1": x}``), so that orjson need not look
 for them in every dict.  Reading works the same way round: orjson reads what it
-can, and what it refuses (integers past 64 bits, an escaped lone surrogate, a
-byte-order mark) the standard library reads as it always did.
+reads as the standard library would, and the rest (an integer past 64 bits, which
+orjson would make a float; an escaped lone surrogate; a byte-order mark) the
+standard library reads as it always did.
 """
 
 from __future__ import annotations
@@ -19,33 +20,46 @@ from typing import Any
 
 import orjson
 
-__all__ = ["dumps", "line", "loads", "loads_client"]
+__all__ = ["INEXACT", "dumps", "exact", "line", "loads", "loads_client"]
 
 
 def loads(data: bytes | str) -> Any:
-    """The upstream's JSON as Python values; what orjson refuses and the standard library
-    takes (an escaped lone surrogate) is read by the latter."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return json.loads(data)
+    """The upstream's JSON as Python values, read as the standard library reads it (see
+    :func:`exact`); what orjson cannot read so (an escaped lone surrogate, an integer past
+    64 bits in a call's arguments) the standard library reads."""
+    parsed = exact(data)
+    return json.loads(data) if parsed is INEXACT else parsed
 
 
 def loads_client(data: bytes) -> Any:
-    """A client's request body, read as the standard library reads it.
+    """A client's request body, read as the standard library reads it (see :func:`exact`).
 
-    orjson reads it unless it holds a run of 19 digits or more: orjson would make an
-    integer past 64 bits a float, where a client's tool input must come back as it
-    was sent.  What orjson refuses the standard library reads, or refuses with its
-    own message.  ``NaN`` and ``Infinity``, which the standard library would take,
-    are not JSON (nor Anthropic's), and neither reader takes them.
+    What orjson cannot read so the standard library reads, or refuses with its own
+    message.  ``NaN`` and ``Infinity``, which the standard library would take, are not
+    JSON (nor Anthropic's), and neither reader takes them.
     """
-    if _LONG_RUN not in data.translate(_DIGITS_AS_ZERO):
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(data, parse_constant=_not_json)
+    parsed = exact(data)
+    return json.loads(data, parse_constant=_not_json) if parsed is INEXACT else parsed
+
+
+#: What :func:`exact` gives for JSON that orjson does not read as the standard library does.
+INEXACT = object()
+
+
+def exact(data: bytes | str) -> Any:
+    """``data`` as orjson reads it, or :data:`INEXACT`: where orjson refuses it (bytes that
+    are not UTF-8 included), or where it holds a run of 19 digits or more, since orjson
+    makes an integer past 64 bits a float where a tool's arguments must keep it whole."""
+    if isinstance(data, bytes):
+        long_number = _LONG_RUN in data.translate(_DIGITS_AS_ZERO)
+    else:
+        long_number = _LONG_TEXT_RUN in data.translate(_TEXT_DIGITS_AS_ZERO)
+    if long_number:
+        return INEXACT
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return INEXACT
 
 
 #: A digit run that may be an integer past 64 bits (2**63 has 19 digits), found with every
@@ -53,6 +67,8 @@ def loads_client(data: bytes) -> Any:
 #: 77 KB Claude Code body took longer than parsing it.
 _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LONG_RUN = b"0" * 19
+_TEXT_DIGITS_AS_ZERO = str.maketrans("123456789", "000000000")
+_LONG_TEXT_RUN = "0" * 19
 
 
 def _not_json(name: str) -> float:

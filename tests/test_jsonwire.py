@@ -79,3 +79,13 @@ JSON_VALUES = st.recursive(
 def test_any_json_a_client_sends_reads_the_same_as_with_the_standard_library(value, ascii_only):
     raw = json.dumps(value, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
     assert repr(jsonwire.loads_client(raw)) == repr(json.loads(raw))
+
+
+def test_upstream_json_keeps_an_integer_past_64_bits_whole_from_bytes_or_text():
+    """orjson reads 2**64 as a float; a model's call arguments must keep it as it came."""
+    raw = '{"args": {"id": 18446744073709551616, "n": 9223372036854775807, "x": 1.5}}'
+    for data in (raw, raw.encode()):
+        assert repr(jsonwire.loads(data)) == repr(json.loads(raw))
+    assert jsonwire.exact(raw.encode()) is jsonwire.INEXACT
+    assert jsonwire.exact(b'{"a": 1}') == {"a": 1}
+    assert jsonwire.exact(b'{"a": "\xed\xa0\x80"}') is jsonwire.INEXACT  # not UTF-8

@@ -323,3 +323,11 @@ def test_a_text_digest_fed_in_pieces_equals_the_digest_of_the_stripped_whole(tex
 def test_the_decoders_quick_path_refuses_what_its_general_path_refuses(raw):
     with pytest.raises(TranslationError):
         GeminiSSEDecoder().feed(raw)
+
+
+@pytest.mark.parametrize("end", [b"\r\n\r\n", b"\n\n", b"\n: a comment\n\n"])  # quick path and general
+def test_a_call_argument_past_64_bits_comes_through_whole(end):
+    raw = b'data: {"candidates": [{"content": {"parts": [{"functionCall": {"name": "f", "args": {"id": 18446744073709551616}}}]}}]}' + end
+    (chunk,) = GeminiSSEDecoder().feed(raw)
+    assert chunk["candidates"][0]["content"]["parts"][0]["functionCall"]["args"]["id"] == 2**64
+    assert type(chunk["candidates"][0]["content"]["parts"][0]["functionCall"]["args"]["id"]) is int

@@ -12,8 +12,6 @@ streaming so a sequence split across chunks is caught.
 
 from collections.abc import Callable
 
-import orjson
-
 from gatewayd import jsonwire
 from gatewayd.ids import base62_id
 
@@ -100,10 +98,7 @@ class GeminiSSEDecoder:
             else:
                 payload = None
             if payload is not None and b"\n" not in payload and b"\r" not in payload:
-                try:
-                    chunk = orjson.loads(payload)  # strict UTF-8, as the general path's decode
-                except orjson.JSONDecodeError:
-                    chunk = None
+                chunk = jsonwire.exact(payload)  # strict UTF-8, as the general path's decode
                 if isinstance(chunk, dict):
                     return [chunk]
         if self._cr and data[:1] == b"\n":
