@@ -167,35 +167,37 @@ def test_connection_close_is_honoured_and_the_connection_not_kept():
     assert pool.idle(KEY) is None
 
 
-def test_a_body_that_ends_with_its_connection_may_have_lost_data():
+@pytest.mark.parametrize("head, reason, ended", [
+    # No length: the body ends with its connection, and may have lost data.
+    (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", ConnectionDone, PotentialDataLoss),
+    # A length not reached: the body was cut.
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", ConnectionLost, ResponseFailed),
+])
+def test_a_body_its_connection_ends_ends_as_agents_would(head, reason, ended):
     connection, _ = connected()
     pending = connection.request(HEAD, b"")
-    connection.dataReceived(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npart")
+    connection.dataReceived(head + b"abc")
     reader = Reader()
     result(pending).deliverBody(reader)
-    connection.connectionLost(Failure(ConnectionDone()))
-    assert reader.body == b"part" and reader.ended.check(PotentialDataLoss)
+    connection.connectionLost(Failure(reason()))
+    assert reader.body == b"abc" and reader.ended.check(ended)
 
 
-def test_a_connection_lost_mid_body_fails_the_body_and_before_the_head_fails_the_request():
-    connection, _ = connected()
-    pending = connection.request(HEAD, b"")
-    connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
-    reader = Reader()
-    result(pending).deliverBody(reader)
-    connection.connectionLost(Failure(ConnectionLost()))
-    assert reader.body == b"abc" and reader.ended.check(ResponseFailed)
-
+def test_a_connection_lost_before_the_head_fails_the_request():
     connection, _ = connected()
     pending = connection.request(HEAD, b"")
     connection.connectionLost(Failure(ConnectionLost()))
     assert result(pending).check(ResponseNeverReceived)
 
 
-def test_a_malformed_answer_fails_the_request_and_drops_the_connection():
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 2x0 OK\r\n\r\n",  # malformed
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+])
+def test_an_answer_that_cannot_be_read_fails_the_call_and_drops_the_connection(answer):
     connection, transport = connected()
     pending = connection.request(HEAD, b"")
-    connection.dataReceived(b"HTTP/1.1 2x0 OK\r\n\r\n")
+    connection.dataReceived(answer)
     assert result(pending).check(ResponseNeverReceived)
     assert transport.calls == ["abortConnection"]
 
@@ -433,14 +435,6 @@ def test_a_reader_that_stops_while_the_request_body_still_goes_out_closes_at_onc
 def test_a_url_that_cannot_be_called_fails_the_call_rather_than_raise():
     client = UpstreamClient(UpstreamPool(MemoryReactorClock()))
     assert result(client.post("ftp://example.test/x", b"")).check(SchemeNotSupported)
-
-
-def test_a_switching_protocols_answer_fails_the_call():
-    connection, transport = connected()
-    pending = connection.request(HEAD, b"")
-    connection.dataReceived(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n")
-    assert result(pending).check(ResponseNeverReceived)
-    assert transport.calls == ["abortConnection"]
 
 
 def test_what_one_read_carries_reaches_the_reader_in_one_piece():
