@@ -6,11 +6,12 @@ request and pauses the upstream socket while the client reads slowly or its
 own queue of untranslated bytes is long, so nothing piles up in memory.  The translation itself is
 the pure :class:`gatewayd.translate.StreamTranslator`.
 
-One upstream read may carry hundreds of chunks (a fast model, or an upstream
-that batches), and nothing written leaves before the reactor turn that reads
-it ends.  So the bridge translates at most ``slice_bytes`` within
-``turn_seconds`` and queues the rest for the next turns: the first events leave
-at once and concurrent streams take turns.  A turn is told by the clock, not by
+What one upstream read gives is written to the client and sent at once
+(:func:`gatewayd.site.flush`), not at the reactor's next poll.  One read may
+carry hundreds of chunks (a fast model, or an upstream that batches), so the
+bridge translates at most ``slice_bytes`` within ``turn_seconds`` and queues
+the rest for the next turns: the first events leave at once and concurrent
+streams take turns.  A turn is told by the clock, not by
 the calls: :mod:`gatewayd.http11` hands a plain read over in one
 ``dataReceived``, but TLS hands one read over as many (one per TLS record),
 while a paced stream's reads, each a turn of its own, come milliseconds apart.
@@ -33,6 +34,7 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from gatewayd import errors
+from gatewayd.site import flush
 from gatewayd.translate import GeminiSSEDecoder, encode_event
 
 
@@ -283,6 +285,7 @@ class SSEBridge(Protocol):
             if self._kept is not None:
                 self._kept.append(data)
             self.request.write(data)
+            flush(self.request)
 
 
 def _status(chunk: dict[str, Any]) -> int:

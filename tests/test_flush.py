@@ -1,0 +1,122 @@
+"""``flush`` on a real reactor: a streamed event reaches the client's socket in the call
+that writes it, not at the reactor's next poll, through a protocol wrapper (as TLS
+wraps a listener's channel) too; a connection that breaks is left for the reactor."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.web.http import HTTPChannel
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from gatewayd.plugins.ai_proxy_advanced.stream import SSEBridge
+from gatewayd.site import flush
+from gatewayd.translate import ModelProfile, StreamTranslator, prepare
+
+CHUNK = {
+    "candidates": [{"content": {"role": "model", "parts": [{"text": "Hello"}]}, "index": 0}],
+    "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 1, "totalTokenCount": 6},
+}
+
+
+def _received(peer: socket.socket) -> bytes:
+    """What has reached ``peer`` so far, left there to be seen again."""
+    try:
+        return peer.recv(65536, socket.MSG_DONTWAIT | socket.MSG_PEEK)
+    except BlockingIOError:
+        return b""
+
+
+class _Connected:
+    """An HTTPChannel on one end of a socketpair, adopted by the real reactor, with a
+    request being answered on it; the test holds the other end."""
+
+    def __init__(self, wrapped: bool = False) -> None:
+        ours, self.peer = socket.socketpair()
+        ours.setblocking(False)
+        self.channel = HTTPChannel()
+        self.channel.site = Site(Resource())
+        self.lost: Deferred[None] = Deferred()
+        lost = self.channel.connectionLost
+
+        def connectionLost(reason):  # noqa: ANN001
+            lost(reason)
+            self.lost.callback(None)
+
+        self.channel.connectionLost = connectionLost
+        factory: Factory = Factory.forProtocol(lambda: self.channel)
+        if wrapped:
+            factory = WrappingFactory(factory)
+        reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX, factory)
+        ours.close()  # the reactor holds its own copy of the descriptor
+        self.request = Request(self.channel)
+        self.request.method, self.request.uri, self.request.clientproto = b"POST", b"/v1/messages", b"HTTP/1.1"
+        self.channel.requests.append(self.request)
+
+    def close(self) -> None:
+        self.channel.transport.loseConnection()
+        self.peer.close()
+
+
+def test_what_was_written_is_on_the_socket_once_flushed():
+    """Written alone, nothing leaves before the reactor polls (the test never lets it);
+    flushed, it is at the peer."""
+    side = _Connected()
+    try:
+        side.request.write(b"event one")
+        assert _received(side.peer) == b""
+        flush(side.request)
+        assert _received(side.peer).endswith(b"event one\r\n")
+        side.request.write(b"event two")
+        flush(side.request)
+        assert _received(side.peer).endswith(b"event two\r\n")
+    finally:
+        side.close()
+
+
+def test_flush_reaches_the_socket_beneath_a_protocol_wrapper():
+    """A TLS listener's channel writes to TLSMemoryBIOProtocol, a ProtocolWrapper."""
+    side = _Connected(wrapped=True)
+    try:
+        assert isinstance(side.channel.transport, ProtocolWrapper)
+        side.request.write(b"event")
+        flush(side.request)
+        assert _received(side.peer).endswith(b"event\r\n")
+    finally:
+        side.close()
+
+
+def test_a_streamed_chunk_is_sent_as_it_is_translated():
+    """SSEBridge flushes what each upstream read gave: message_start and the first text
+    are at the client before the reactor's next poll."""
+    side = _Connected()
+    body = {"model": "m", "max_tokens": 10, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    bridge = SSEBridge(
+        side.request, StreamTranslator(prepare(body, ModelProfile("gemini-2.0-flash")), message_id="msg_1", model="m"),
+        reactor,
+    )
+    try:
+        bridge.dataReceived(b"data: " + json.dumps(CHUNK).encode() + b"\r\n\r\n")
+        sent = _received(side.peer)
+        assert b"event: message_start" in sent
+        assert b'"text_delta","text":"Hello"' in sent
+    finally:
+        bridge.client_gone()
+        side.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_send_that_fails_is_left_to_the_reactor_which_closes_the_connection():
+    side = _Connected()
+    side.peer.close()
+    side.request.write(b"event")
+    flush(side.request)  # the send fails; no exception here
+    await side.lost
+    assert not side.channel.transport.connected
