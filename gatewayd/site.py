@@ -13,8 +13,7 @@ import io
 import tempfile
 from typing import IO, Any, Protocol
 
-from twisted.internet.interfaces import IAddress, IDelayedCall, ISSLTransport, IWriteDescriptor
-from twisted.protocols.policies import ProtocolWrapper
+from twisted.internet.interfaces import IAddress, IDelayedCall, ISSLTransport
 from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import INonQueuedRequestFactory
@@ -243,27 +242,6 @@ class GatewayRequest(Request):
             if self.chunked:
                 self.bytes_sent += len(b"0\r\n\r\n")
         super().finish()
-
-
-def flush(request: Request) -> None:
-    """Send what ``request`` has written at once, not at the reactor's next poll.
-
-    Twisted buffers a write and sends it when the reactor next polls, after every
-    connection ready in the same poll has been read.  That suits an answer written in
-    pieces, which then leaves in one send; but a streamed event is written once per
-    upstream read, and waiting a poll only delays it (at 16 paced streams, about 0.1 ms
-    on the time to first text).  The socket takes what it will now; what it does not
-    take stays buffered for the reactor, as before.  A send that fails is left for the
-    reactor, which meets the same failure at its poll and closes the connection, so a
-    closing connection is not touched.  Under TLS, what the wrapper encrypted waits in
-    the socket's transport beneath it.
-    """
-    channel = request.channel
-    transport = channel.transport if channel is not None else None
-    while isinstance(transport, ProtocolWrapper):
-        transport = transport.transport
-    if IWriteDescriptor.providedBy(transport) and transport.connected and not transport.disconnecting:
-        transport.doWrite()
 
 
 def head_size(version: bytes, code: int, reason: bytes, headers: Headers) -> int:

@@ -17,7 +17,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from gatewayd.plugins.ai_proxy_advanced.stream import SSEBridge
-from gatewayd.site import flush
+from gatewayd.flush import flush
 from gatewayd.translate import ModelProfile, StreamTranslator, prepare
 
 CHUNK = {
@@ -72,10 +72,10 @@ def test_what_was_written_is_on_the_socket_once_flushed():
     try:
         side.request.write(b"event one")
         assert _received(side.peer) == b""
-        flush(side.request)
+        flush(side.channel.transport)
         assert _received(side.peer).endswith(b"event one\r\n")
         side.request.write(b"event two")
-        flush(side.request)
+        flush(side.channel.transport)
         assert _received(side.peer).endswith(b"event two\r\n")
     finally:
         side.close()
@@ -87,7 +87,7 @@ def test_flush_reaches_the_socket_beneath_a_protocol_wrapper():
     try:
         assert isinstance(side.channel.transport, ProtocolWrapper)
         side.request.write(b"event")
-        flush(side.request)
+        flush(side.channel.transport)
         assert _received(side.peer).endswith(b"event\r\n")
     finally:
         side.close()
@@ -117,6 +117,6 @@ async def test_a_send_that_fails_is_left_to_the_reactor_which_closes_the_connect
     side = _Connected()
     side.peer.close()
     side.request.write(b"event")
-    flush(side.request)  # the send fails; no exception here
+    flush(side.channel.transport)  # the send fails; no exception here
     await side.lost
     assert not side.channel.transport.connected

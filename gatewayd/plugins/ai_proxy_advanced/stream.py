@@ -7,7 +7,7 @@ own queue of untranslated bytes is long, so nothing piles up in memory.  The tra
 the pure :class:`gatewayd.translate.StreamTranslator`.
 
 What one upstream read gives is written to the client and sent at once
-(:func:`gatewayd.site.flush`), not at the reactor's next poll.  One read may
+(:func:`gatewayd.flush.flush`), not at the reactor's next poll.  One read may
 carry hundreds of chunks (a fast model, or an upstream that batches), so the
 bridge translates at most ``slice_bytes`` within ``turn_seconds`` and queues
 the rest for the next turns: the first events leave at once and concurrent
@@ -34,7 +34,7 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from gatewayd import errors
-from gatewayd.site import flush
+from gatewayd.flush import flush
 from gatewayd.translate import GeminiSSEDecoder, encode_event
 
 
@@ -285,7 +285,8 @@ class SSEBridge(Protocol):
             if self._kept is not None:
                 self._kept.append(data)
             self.request.write(data)
-            flush(self.request)
+            if self.request.channel is not None:
+                flush(self.request.channel.transport)
 
 
 def _status(chunk: dict[str, Any]) -> int:
