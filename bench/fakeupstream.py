@@ -12,7 +12,11 @@ against it would measure the fake.  This one answers from prebuilt bytes:
   (it honours TCP flow control, so a 50 MB answer never sits in its memory);
   or, paced, one chunk every ``--pace`` seconds, the first one too, as a model
   sends them, so a gateway's time to first text is its own work and not
-  queueing behind a burst of chunks;
+  queueing behind a burst of chunks.  A paced stream's first text is
+  ``w<14 digits> ``: the microseconds the fake itself waited between having
+  the request and writing that chunk, so the bench can take the fake's own
+  timer (its sleep overshoots by a varying amount on a busy core) out of
+  the time to first text;
 - ``POST /pace``: ``{"seconds": s, "chunks": n}`` sets the pace (0: a burst) and
   the chunk count of the streams that start from then on, so one bench run can
   measure bursts and paced streams through the same gateway.
@@ -27,6 +31,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 
 USAGE = {"promptTokenCount": 12, "candidatesTokenCount": 3, "totalTokenCount": 15}
 MODEL_VERSION = "gemini-2.0-flash-001"
@@ -84,13 +89,7 @@ class Stream:
         self.hold = hold
         self.pace = pace
         text = ("x" * (chunk_bytes - 1)) + " "
-        self.text_chunk = _sse(
-            {
-                "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "index": 0}],
-                "usageMetadata": USAGE,
-                "modelVersion": MODEL_VERSION,
-            }
-        )
+        self.text_chunk = self.chunk_of(text)
         self.last = _sse(
             {
                 "candidates": [{"content": {"role": "model", "parts": []}, "finishReason": "STOP", "index": 0}],
@@ -98,6 +97,17 @@ class Stream:
                 "modelVersion": MODEL_VERSION,
             }
         ) + b"0\r\n\r\n"
+
+
+    @staticmethod
+    def chunk_of(text: str) -> bytes:
+        return _sse(
+            {
+                "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "index": 0}],
+                "usageMetadata": USAGE,
+                "modelVersion": MODEL_VERSION,
+            }
+        )
 
 
 class FakeProtocol(asyncio.Protocol):
@@ -145,7 +155,8 @@ class FakeProtocol(asyncio.Protocol):
         assert self.transport is not None
         if b":streamGenerateContent" in target:
             self.streaming = True
-            asyncio.get_running_loop().create_task(self.send_paced() if self.stream.pace else self.send_stream())
+            started = time.perf_counter()
+            asyncio.get_running_loop().create_task(self.send_paced(started) if self.stream.pace else self.send_stream())
         elif b":generateContent" in target:
             self.transport.write(GENERATE)
         elif target.startswith(b"/token"):
@@ -158,15 +169,20 @@ class FakeProtocol(asyncio.Protocol):
         else:
             self.transport.write(NOT_FOUND)
 
-    async def send_paced(self) -> None:
-        """One chunk per write, ``pace`` seconds apart, the first one ``pace`` after the request."""
+    async def send_paced(self, started: float) -> None:
+        """One chunk per write, ``pace`` seconds apart, the first one ``pace`` after the request
+        and telling how long the fake took to send it."""
         stream = self.stream
         self.transport.write(STREAM_HEAD)  # type: ignore[union-attr]
-        for _ in range(stream.chunks):
+        for index in range(stream.chunks):
             await asyncio.sleep(stream.pace)
             if self.transport is None:
                 return
-            self.transport.write(stream.text_chunk)
+            if index == 0:
+                waited = round((time.perf_counter() - started) * 1e6)
+                self.transport.write(stream.chunk_of(f"w{waited:014d} "))
+            else:
+                self.transport.write(stream.text_chunk)
             await self.writable.wait()
         self._finish()
 
