@@ -336,16 +336,19 @@ def _own_figures(results: list[Stream]) -> dict:
     return {"own_p50": _pct(own, 50), "own_p99": _pct(own, 99)}
 
 
-def paired(ours: list[list[Stream]], theirs: list[list[Stream]]) -> dict:
-    """Paced streams' median first text (the fake's wait taken out), ours less theirs, round by
-    round: each pair ran within the same minute, so the machine's drift between minutes,
-    which moves every column's median by more than the gateways differ, cancels."""
-    def medians(runs: list[list[Stream]]) -> list[float]:
-        return [statistics.median(r[1] - r[4] for r in each) for each in runs]
+def paired(ours: list[float], theirs: list[float], *, as_ratio: bool = False) -> dict:
+    """Ours less (or over) theirs, round by round: each pair ran within the same minute, so
+    the machine's drift between minutes, which moves every column's figures by more than
+    the gateways differ, cancels."""
+    apart = sorted(a / b if as_ratio else a - b for a, b in zip(ours, theirs))
+    even = 1 if as_ratio else 0
+    return {"median": statistics.median(apart), "low": apart[0], "high": apart[-1], "rounds": len(apart),
+            "below": sum(x < even for x in apart), "above": sum(x > even for x in apart)}
 
-    apart = sorted(a - b for a, b in zip(medians(ours), medians(theirs)))
-    return {"median": statistics.median(apart), "low": apart[0], "high": apart[-1],
-            "sooner": sum(x < 0 for x in apart), "rounds": len(apart)}
+
+def first_text(runs: list[list[Stream]]) -> list[float]:
+    """Each round's median first text of its paced streams, the fake's wait taken out."""
+    return [statistics.median(r[1] - r[4] for r in each) for each in runs]
 
 
 def in_rounds(names: list[str], rounds: int, measure: Callable[[str], T]) -> dict[str, list[T]]:
@@ -650,6 +653,10 @@ def main(argv: list[str]) -> None:
             d, f, g = (statistics.median(r[f"{p}_us"] for r in one[name]) / 1e6 for name in names)
             rows.append(row(f"non-streaming latency {p}, c=1", above(g, d), target,
                             direct=ms(d), forwarder=above(f, d), ratio=ratio(g - d, f - d, "added")))
+        apart = paired([r["p50_us"] / 1000 for r in one["gatewayd"]], [r["p50_us"] / 1000 for r in one["forwarder"]])
+        rows.append(row("non-streaming latency p50, c=1: gatewayd's less the forwarder's, round by round",
+                        f"median {apart['median']:+.3f} ms ({apart['low']:+.3f} to {apart['high']:+.3f}); "
+                        f"lower in {apart['below']} of {apart['rounds']} rounds", "≤ 0"))
         print(f"  c=64 throughput, gateway and forwarder on one core, {rounds} rounds ...", file=sys.stderr)
 
         def loaded(name: str) -> dict:
@@ -670,6 +677,10 @@ def main(argv: list[str]) -> None:
                         "> 1,000 req/s; ≥ forwarder", direct=f"{d:.0f} req/s",
                         forwarder=f"{f:.0f} req/s ({f / d:.3f}× direct; p50 {ms(p50['forwarder'], True)})",
                         ratio=ratio(g, f)))
+        apart = paired([r["rps"] for r in many["gatewayd"]], [r["rps"] for r in many["forwarder"]], as_ratio=True)
+        rows.append(row("throughput c=64: gatewayd's over the forwarder's, round by round",
+                        f"median {apart['median']:.2f}× ({apart['low']:.2f}× to {apart['high']:.2f}×); "
+                        f"higher in {apart['above']} of {apart['rounds']} rounds", "≥ 1×"))
         per = {name: statistics.median(r["cpu_per_request"] for r in many[name]) for name in pids}
         busy = {name: f"{per[name] * 1000:.3f} ms ({statistics.median(r['busy'] for r in many[name]):.2f} "
                       f"of its core busy)" for name in pids}
@@ -708,10 +719,10 @@ def main(argv: list[str]) -> None:
             raw = paced["direct"][key.replace("own", "ttft")]
             rows.append(row(f"{label}, {p}", above(g, d), target, direct=f"{ms(d)} (first text at {ms(raw)})",
                             forwarder=above(f, d), ratio=ratio(g - d, f - d, "added")))
-        apart = paired(paced_runs["gatewayd"], paced_runs["forwarder"])
+        apart = paired(first_text(paced_runs["gatewayd"]), first_text(paced_runs["forwarder"]))
         rows.append(row(f"{label}: gatewayd's p50 less the forwarder's, round by round",
-                        f"median {apart['median'] * 1000:+.3f} ms (from {apart['low'] * 1000:+.3f} to "
-                        f"{apart['high'] * 1000:+.3f}); sooner in {apart['sooner']} of {apart['rounds']} rounds",
+                        f"median {apart['median'] * 1000:+.3f} ms ({apart['low'] * 1000:+.3f} to "
+                        f"{apart['high'] * 1000:+.3f}); sooner in {apart['below']} of {apart['rounds']} rounds",
                         "≤ 0"))
         rows.append(row("gateway RSS after load", f"{rss_mb(gateway.pid):.1f} MB",
                         forwarder=f"{rss_mb(forwarder.pid):.1f} MB"))
