@@ -11,6 +11,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
+from twisted.internet.task import Clock, deferLater
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
@@ -107,6 +108,34 @@ def test_a_streamed_chunk_is_sent_as_it_is_translated():
         sent = _received(side.peer)
         assert b"event: message_start" in sent
         assert b'"text_delta","text":"Hello"' in sent
+    finally:
+        bridge.client_gone()
+        side.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_waited_for_a_turn_of_its_own_leaves_at_the_poll():
+    """A read longer than a turn's slice: its first slice is sent at once; the rest,
+    translated in a later turn (run here by a Clock, so the real reactor does not poll
+    in between), leaves with that turn's other writes at the reactor's poll."""
+    side = _Connected()
+    body = {"model": "m", "max_tokens": 10, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    turns = Clock()
+    bridge = SSEBridge(
+        side.request, StreamTranslator(prepare(body, ModelProfile("gemini-2.0-flash")), message_id="msg_1", model="m"),
+        turns,
+    )
+    event = b"data: " + json.dumps(CHUNK).encode() + b"\r\n\r\n"
+    later = b"data: " + json.dumps({**CHUNK, "candidates": [
+        {"content": {"role": "model", "parts": [{"text": "Later"}]}, "index": 0}]}).encode() + b"\r\n\r\n"
+    bridge.slice_bytes = len(event)
+    try:
+        bridge.dataReceived(event + later)
+        assert b'"text":"Hello"' in _received(side.peer)
+        turns.advance(0)  # the next turn translates what waited
+        assert b'"text":"Later"' not in _received(side.peer)
+        await deferLater(reactor, 0.01, lambda: None)  # the reactor polls
+        assert b'"text":"Later"' in _received(side.peer)
     finally:
         bridge.client_gone()
         side.close()

@@ -11,7 +11,9 @@ What one upstream read gives is written to the client and sent at once
 carry hundreds of chunks (a fast model, or an upstream that batches), so the
 bridge translates at most ``slice_bytes`` within ``turn_seconds`` and queues
 the rest for the next turns: the first events leave at once and concurrent
-streams take turns.  A turn is told by the clock, not by
+streams take turns.  What a later turn writes leaves at the poll after it,
+with every other stream's turn, in one pass (sent one by one, a burst of 16
+streams took 3 ms longer to its end, and its first bytes 0.3 ms longer).  A turn is told by the clock, not by
 the calls: :mod:`gatewayd.http11` hands a plain read over in one
 ``dataReceived``, but TLS hands one read over as many (one per TLS record),
 while a paced stream's reads, each a turn of its own, come milliseconds apart.
@@ -136,7 +138,7 @@ class SSEBridge(Protocol):
                 self._pending.appendleft(rest)
             self._queued -= len(data)
             spent += len(data)
-            self._translate(self._decoder.feed, data)
+            self._translate(self._decoder.feed, data, at_once=False)
         self._turn_began, self._spent = self.reactor.seconds(), spent
         if self._closed:
             self._pending.clear()
@@ -207,7 +209,7 @@ class SSEBridge(Protocol):
             self._idle.cancel()
         self._idle = None
 
-    def _translate(self, decode: Callable[..., list[dict[str, Any]]], *data: bytes) -> None:
+    def _translate(self, decode: Callable[..., list[dict[str, Any]]], *data: bytes, at_once: bool = True) -> None:
         try:
             chunks = decode(*data)
         except ValueError as error:
@@ -216,14 +218,14 @@ class SSEBridge(Protocol):
         events: list[tuple[str, dict[str, Any]]] = []
         for chunk in chunks:
             if "error" in chunk:
-                self._send(events)
+                self._send(events, at_once)
                 self._abort(errors.from_upstream(_status(chunk), json.dumps(chunk).encode()))
                 return
             if not self._seen_chunk:
                 self._seen_chunk = True
                 self._on_first_chunk()
             events.extend(self.translator.feed(chunk))
-        self._send(events)
+        self._send(events, at_once)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._unwatch()
@@ -279,13 +281,14 @@ class SSEBridge(Protocol):
         self._closed = True
         self.transport.stopProducing()
 
-    def _send(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+    def _send(self, events: list[tuple[str, dict[str, Any]]], at_once: bool = True) -> None:
+        """Write ``events`` to the client; ``at_once``, send them now rather than at the poll."""
         if events and not self._client_gone:
             data = b"".join(encode_event(name, data) for name, data in events)
             if self._kept is not None:
                 self._kept.append(data)
             self.request.write(data)
-            if self.request.channel is not None:
+            if at_once and self.request.channel is not None:
                 flush(self.request.channel.transport)
 
 
