@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -66,11 +67,14 @@ class _Connected:
         self.peer.close()
 
 
-def test_what_was_written_is_on_the_socket_once_flushed():
+@pytest.mark.parametrize("wrapped", [False, True], ids=["plain", "wrapped"])
+def test_what_was_written_is_on_the_socket_once_flushed(wrapped: bool):
     """Written alone, nothing leaves before the reactor polls (the test never lets it);
-    flushed, it is at the peer."""
-    side = _Connected()
+    flushed, it is at the peer.  Wrapped too: a TLS listener's channel writes to
+    TLSMemoryBIOProtocol, a ProtocolWrapper."""
+    side = _Connected(wrapped)
     try:
+        assert isinstance(side.channel.transport, ProtocolWrapper) is wrapped
         side.request.write(b"event one")
         assert _received(side.peer) == b""
         flush(side.channel.transport)
@@ -82,27 +86,17 @@ def test_what_was_written_is_on_the_socket_once_flushed():
         side.close()
 
 
-def test_flush_reaches_the_socket_beneath_a_protocol_wrapper():
-    """A TLS listener's channel writes to TLSMemoryBIOProtocol, a ProtocolWrapper."""
-    side = _Connected(wrapped=True)
-    try:
-        assert isinstance(side.channel.transport, ProtocolWrapper)
-        side.request.write(b"event")
-        flush(side.channel.transport)
-        assert _received(side.peer).endswith(b"event\r\n")
-    finally:
-        side.close()
+def _bridge(side: _Connected, turns: object) -> SSEBridge:
+    body = {"model": "m", "max_tokens": 10, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    prepared = prepare(body, ModelProfile("gemini-2.0-flash"))
+    return SSEBridge(side.request, StreamTranslator(prepared, message_id="msg_1", model="m"), turns)
 
 
 def test_a_streamed_chunk_is_sent_as_it_is_translated():
     """SSEBridge flushes what each upstream read gave: message_start and the first text
     are at the client before the reactor's next poll."""
     side = _Connected()
-    body = {"model": "m", "max_tokens": 10, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-    bridge = SSEBridge(
-        side.request, StreamTranslator(prepare(body, ModelProfile("gemini-2.0-flash")), message_id="msg_1", model="m"),
-        reactor,
-    )
+    bridge = _bridge(side, reactor)
     try:
         bridge.dataReceived(b"data: " + json.dumps(CHUNK).encode() + b"\r\n\r\n")
         sent = _received(side.peer)
@@ -119,12 +113,8 @@ async def test_what_waited_for_a_turn_of_its_own_leaves_at_the_poll():
     translated in a later turn (run here by a Clock, so the real reactor does not poll
     in between), leaves with that turn's other writes at the reactor's poll."""
     side = _Connected()
-    body = {"model": "m", "max_tokens": 10, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     turns = Clock()
-    bridge = SSEBridge(
-        side.request, StreamTranslator(prepare(body, ModelProfile("gemini-2.0-flash")), message_id="msg_1", model="m"),
-        turns,
-    )
+    bridge = _bridge(side, turns)
     event = b"data: " + json.dumps(CHUNK).encode() + b"\r\n\r\n"
     later = b"data: " + json.dumps({**CHUNK, "candidates": [
         {"content": {"role": "model", "parts": [{"text": "Later"}]}, "index": 0}]}).encode() + b"\r\n\r\n"
