@@ -51,7 +51,7 @@ GEMINI_REQUEST = {
 MODEL_PATH = "/v1/projects/bench-project/locations/us-central1/publishers/google/models/gemini-2.0-flash"
 STREAM_PATH = MODEL_PATH + ":streamGenerateContent?alt=sse"
 #: Paced streams: this many chunks, one every PACE seconds, like a model writing.
-PACE, PACED_CHUNKS, PACED_STREAMS = 0.01, 50, 400
+PACE, PACED_CHUNKS, PACED_STREAMS = 0.01, 50, 640
 #: What marks the first text in a stream: Gemini's SSE (the fake writes compact JSON), Anthropic's.
 GEMINI_TEXT, ANTHROPIC_TEXT = b'"text":"', b"text_delta"
 
