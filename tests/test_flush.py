@@ -1,15 +1,15 @@
 """``flush`` on a real reactor: a streamed event reaches the client's socket in the call
-that writes it, not at the reactor's next poll, through a protocol wrapper (as TLS
-wraps a listener's channel) too; a connection that breaks is left for the reactor."""
+that writes it, not at the reactor's next poll; a protocol wrapper (TLS's, which gathers
+small writes for the next turn by design) is left alone; a connection that breaks is left
+for the reactor."""
 
 from __future__ import annotations
 
 import json
 import socket
 
-import pytest
 import pytest_twisted
-from twisted.internet import reactor
+from twisted.internet import error, reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock, deferLater
@@ -67,14 +67,11 @@ class _Connected:
         self.peer.close()
 
 
-@pytest.mark.parametrize("wrapped", [False, True], ids=["plain", "wrapped"])
-def test_what_was_written_is_on_the_socket_once_flushed(wrapped: bool):
+def test_what_was_written_is_on_the_socket_once_flushed():
     """Written alone, nothing leaves before the reactor polls (the test never lets it);
-    flushed, it is at the peer.  Wrapped too: a TLS listener's channel writes to
-    TLSMemoryBIOProtocol, a ProtocolWrapper."""
-    side = _Connected(wrapped)
+    flushed, it is at the peer."""
+    side = _Connected()
     try:
-        assert isinstance(side.channel.transport, ProtocolWrapper) is wrapped
         side.request.write(b"event one")
         assert _received(side.peer) == b""
         flush(side.channel.transport)
@@ -82,6 +79,22 @@ def test_what_was_written_is_on_the_socket_once_flushed(wrapped: bool):
         side.request.write(b"event two")
         flush(side.channel.transport)
         assert _received(side.peer).endswith(b"event two\r\n")
+    finally:
+        side.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_wrapped_transport_is_left_to_the_reactor():
+    """A ProtocolWrapper (as TLSMemoryBIOProtocol wraps a TLS listener's channel) may hold
+    writes of its own; flush leaves it alone, and the reactor sends at its turn."""
+    side = _Connected(wrapped=True)
+    try:
+        assert isinstance(side.channel.transport, ProtocolWrapper)
+        side.request.write(b"event")
+        flush(side.channel.transport)
+        assert _received(side.peer) == b""
+        await deferLater(reactor, 0.01, lambda: None)
+        assert _received(side.peer).endswith(b"event\r\n")
     finally:
         side.close()
 
@@ -133,9 +146,35 @@ async def test_what_waited_for_a_turn_of_its_own_leaves_at_the_poll():
 
 @pytest_twisted.ensureDeferred
 async def test_a_send_that_fails_is_left_to_the_reactor_which_closes_the_connection():
+    """flush tries the send; its failure is not raised, and not acted on: the connection is
+    still open after it, until the reactor meets the failure itself."""
     side = _Connected()
+    transport = side.channel.transport
+    tried: list[object] = []
+    do_write = transport.doWrite
+    transport.doWrite = lambda: tried.append(do_write()) or tried[-1]
     side.peer.close()
     side.request.write(b"event")
-    flush(side.channel.transport)  # the send fails; no exception here
+    flush(transport)
+    assert len(tried) == 1 and isinstance(tried[0], error.ConnectionLost)
+    assert transport.connected
     await side.lost
-    assert not side.channel.transport.connected
+    assert not transport.connected
+
+
+def test_a_socket_still_holding_earlier_bytes_is_left_to_the_reactor():
+    """When the socket did not take all it was given, only its writability event sends."""
+    side = _Connected()
+    transport = side.channel.transport
+    try:
+        side.request.write(b"x" * 4_000_000)  # more than a socketpair's buffers take
+        flush(transport)
+        assert len(transport.dataBuffer) > transport.offset
+        tried: list[object] = []
+        do_write = transport.doWrite
+        transport.doWrite = lambda: tried.append(do_write())
+        side.request.write(b"event")
+        flush(transport)
+        assert tried == []
+    finally:
+        side.close()
