@@ -13,6 +13,8 @@ from twisted.internet import error, reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock, deferLater
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
@@ -58,6 +60,7 @@ class _Connected:
             factory = WrappingFactory(factory)
         reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX, factory)
         ours.close()  # the reactor holds its own copy of the descriptor
+        self.channel.factory = self.channel.site  # which logs a finished request, as Site does
         self.request = Request(self.channel)
         self.request.method, self.request.uri, self.request.clientproto = b"POST", b"/v1/messages", b"HTTP/1.1"
         self.channel.requests.append(self.request)
@@ -141,6 +144,29 @@ async def test_what_waited_for_a_turn_of_its_own_leaves_at_the_poll():
         assert b'"text":"Later"' in _received(side.peer)
     finally:
         bridge.client_gone()
+        side.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_end_reached_in_a_later_turn_leaves_at_the_poll():
+    """The upstream ends while part of its last read waits for a turn: the stream's last
+    events, written in that turn, leave with it at the poll, not before."""
+    side = _Connected()
+    turns = Clock()
+    bridge = _bridge(side, turns)
+    event = b"data: " + json.dumps(CHUNK).encode() + b"\r\n\r\n"
+    last = b"data: " + json.dumps({**CHUNK, "candidates": [
+        {"content": {"role": "model", "parts": [{"text": "!"}]}, "finishReason": "STOP", "index": 0}]}).encode()
+    bridge.slice_bytes = len(event)
+    try:
+        bridge.dataReceived(event + last + b"\r\n\r\n")
+        bridge.connectionLost(Failure(ResponseDone()))
+        turns.advance(0)
+        assert bridge.done.called
+        assert b"message_stop" not in _received(side.peer)
+        await deferLater(reactor, 0.01, lambda: None)
+        assert b"event: message_stop" in _received(side.peer)
+    finally:
         side.close()
 
 

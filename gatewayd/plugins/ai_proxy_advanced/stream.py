@@ -147,7 +147,7 @@ class SSEBridge(Protocol):
         if self._pending:
             self._tick = self.reactor.callLater(0, self._next_turn)
         elif self._lost is not None:
-            self._end(self._lost)
+            self._end(self._lost, at_once=False)
 
     def _queue(self, data: bytes) -> None:
         self._pending.append(data)
@@ -234,25 +234,27 @@ class SSEBridge(Protocol):
         else:
             self._end(reason)
 
-    def _end(self, reason: Failure) -> None:
+    def _end(self, reason: Failure, at_once: bool = True) -> None:
+        """The stream's last events and its end; ``at_once`` as for :meth:`_send` (not in a
+        later turn, whose writes leave at the poll)."""
         if self._tick is not None:
             self._tick.cancel()
             self._tick = None
         if not self._closed and reason.check(ResponseDone, PotentialDataLoss):
-            self._translate(self._decoder.close)
+            self._translate(self._decoder.close, at_once=at_once)
         if not self._closed:
             if reason.check(ResponseDone, PotentialDataLoss) and self.translator.complete:
-                self._send(self.translator.finish())
+                self._send(self.translator.finish(), at_once)
             elif reason.check(ResponseDone, PotentialDataLoss):
                 self.error = errors.APIError(
                     502, "api_error", "upstream stream ended before its final chunk"
                 )
-                self._send([("error", self.error.body())])
+                self._send([("error", self.error.body())], at_once)
             else:
                 self.error = errors.APIError(
                     502, "api_error", f"upstream connection lost: {reason.getErrorMessage()}"
                 )
-                self._send([("error", self.error.body())])
+                self._send([("error", self.error.body())], at_once)
             self._closed = True
         if not self._client_gone:
             self.request.unregisterProducer()
