@@ -13,10 +13,12 @@ bridge translates at most ``slice_bytes`` within ``turn_seconds`` and queues
 the rest for the next turns: the first events leave at once and concurrent
 streams take turns.  What a later turn writes leaves at the poll after it,
 with every other stream's turn, in one pass (sent one by one, a burst of 16
-streams took 3 ms longer to its end, and its first bytes 0.3 ms longer).  A turn is told by the clock, not by
-the calls: :mod:`gatewayd.http11` hands a plain read over in one
-``dataReceived``, but TLS hands one read over as many (one per TLS record),
-while a paced stream's reads, each a turn of its own, come milliseconds apart.
+streams took 3 ms longer to its end, and its first bytes 0.3 ms longer).
+
+A turn is told by the clock, not by the calls: :mod:`gatewayd.http11` hands a
+plain read over in one ``dataReceived``, but TLS hands one read over as many
+(one per TLS record), while a paced stream's reads, each a turn of its own,
+come milliseconds apart.
 """
 
 from __future__ import annotations
