@@ -39,6 +39,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
+from gatewayd import sending
 from gatewayd.upstream import DEFAULT_POOL_SIZE
 
 #: (scheme, host, port): what a connection can be reused for.
@@ -183,6 +184,9 @@ class HTTP11Connection(Protocol):
         self._expecting = False
         self._lost = False
         self._on_lost: list[Deferred[None]] = []
+
+    def connectionMade(self) -> None:
+        sending.adopt(self.transport)
 
     def request(
         self, head: bytes, body: bytes | IBodyProducer, sent: Callable[[], None] | None = None

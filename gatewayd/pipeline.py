@@ -239,9 +239,10 @@ class AfterAnswers:
     Kong (nginx) runs the log phase after the response has gone out; here the
     record, the counting and every plugin's log phase would otherwise run before
     the answer leaves, adding their time to it.  What is written in a turn goes out
-    in the reactor's next poll, which comes after the next turn's timed calls: so
-    the work waits two ``callLater(0)``.  What is added meanwhile waits for its own
-    answers' poll, in a batch of its own; batches and their work keep their order.
+    when the turn ends (:mod:`gatewayd.sending`), or under TLS at the reactor's next
+    poll, which comes after the next turn's timed calls: so the work waits two
+    ``callLater(0)``.  What is added meanwhile waits for its own answers' sending,
+    in a batch of its own; batches and their work keep their order.
     """
 
     log = Logger()
@@ -257,7 +258,7 @@ class AfterAnswers:
             self._turn = self.reactor.callLater(0, self._next_poll)
 
     def _next_poll(self) -> None:
-        """Runs before the poll that sends this batch's answers; the batch runs after it."""
+        """Runs before the poll that sends this batch's answers under TLS; the batch runs after it."""
         self._turn = None
         batch, self._waiting = self._waiting, []
         self.reactor.callLater(0, self._run, batch)

@@ -21,7 +21,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from zope.interface import provider
 
-from gatewayd import errors
+from gatewayd import errors, sending
 
 #: Anthropic's own limit on a Messages request body.
 MAX_BODY = 32 * 1024 * 1024
@@ -75,6 +75,10 @@ class GatewayChannel(HTTPChannel):
         if self._host is None:
             self._host = super().getHost()
         return self._host
+
+    def connectionMade(self) -> None:
+        sending.adopt(self.transport)
+        super().connectionMade()
 
     def dataReceived(self, data: bytes) -> None:
         if not self._reading and not self._handlingRequest and data:

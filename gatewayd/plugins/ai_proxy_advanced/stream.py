@@ -7,11 +7,11 @@ own queue of untranslated bytes is long, so nothing piles up in memory.  The tra
 the pure :class:`gatewayd.translate.StreamTranslator`.
 
 What one upstream read gives is written to the client and sent at once
-(:func:`gatewayd.flush.flush`), not at the reactor's next poll.  One read may
+(:func:`gatewayd.sending.flush`), not when the reactor's turn ends.  One read may
 carry hundreds of chunks (a fast model, or an upstream that batches), so the
 bridge translates at most ``slice_bytes`` within ``turn_seconds`` and queues
 the rest for the next turns: the first events leave at once and concurrent
-streams take turns.  What a later turn writes leaves at the poll after it,
+streams take turns.  What a later turn writes leaves when that turn ends,
 with every other stream's turn, in one pass (sent one by one, a burst of 16
 streams took 3 ms longer to its end, and its first bytes 0.3 ms longer).
 
@@ -38,7 +38,7 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from gatewayd import errors
-from gatewayd.flush import flush
+from gatewayd.sending import flush
 from gatewayd.translate import GeminiSSEDecoder, encode_event
 
 
@@ -238,7 +238,7 @@ class SSEBridge(Protocol):
 
     def _end(self, reason: Failure, at_once: bool = True) -> None:
         """The stream's last events and its end; ``at_once`` as for :meth:`_send` (not in a
-        later turn, whose writes leave at the poll)."""
+        later turn, whose writes leave when that turn ends)."""
         if self._tick is not None:
             self._tick.cancel()
             self._tick = None
@@ -286,7 +286,7 @@ class SSEBridge(Protocol):
         self.transport.stopProducing()
 
     def _send(self, events: list[tuple[str, dict[str, Any]]], at_once: bool = True) -> None:
-        """Write ``events`` to the client; ``at_once``, send them now rather than at the poll."""
+        """Write ``events`` to the client; ``at_once``, send them now rather than when the turn ends."""
         if events and not self._client_gone:
             data = b"".join(encode_event(name, data) for name, data in events)
             if self._kept is not None:

@@ -1,7 +1,8 @@
-"""``flush`` on a real reactor: a streamed event reaches the client's socket in the call
-that writes it, not at the reactor's next poll; a protocol wrapper (TLS's, which gathers
-small writes for the next turn by design) is left alone; a connection that breaks is left
-for the reactor."""
+"""``sending`` on a real reactor: an adopted socket's writes leave when the turn ends,
+without registering with epoll, and what the socket does not take is left to epoll; a
+streamed event reaches the client's socket in the call that writes it (``flush``); a
+protocol wrapper (TLS's, which gathers small writes for the next turn by design) is left
+alone; a connection that breaks is left for the reactor."""
 
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
-from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from gatewayd.plugins.ai_proxy_advanced.stream import SSEBridge
-from gatewayd.flush import flush
+from gatewayd.http11 import HTTP11Connection, UpstreamPool
+from gatewayd.sending import flush
+from gatewayd.site import GatewayChannel
 from gatewayd.translate import ModelProfile, StreamTranslator, prepare
 
 CHUNK = {
@@ -39,13 +41,13 @@ def _received(peer: socket.socket) -> bytes:
 
 
 class _Connected:
-    """An HTTPChannel on one end of a socketpair, adopted by the real reactor, with a
+    """A GatewayChannel on one end of a socketpair, adopted by the real reactor, with a
     request being answered on it; the test holds the other end."""
 
     def __init__(self, wrapped: bool = False) -> None:
         ours, self.peer = socket.socketpair()
         ours.setblocking(False)
-        self.channel = HTTPChannel()
+        self.channel = GatewayChannel()
         self.channel.site = Site(Resource())
         self.lost: Deferred[None] = Deferred()
         lost = self.channel.connectionLost
@@ -70,9 +72,93 @@ class _Connected:
         self.peer.close()
 
 
+async def _turn() -> None:
+    """Let the real reactor end its turn and poll once more."""
+    await deferLater(reactor, 0, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_write_leaves_when_the_turn_ends_without_epoll():
+    """The listener's channel adopts its socket: a write is not registered with epoll,
+    and it is at the peer once the reactor's turn has ended."""
+    side = _Connected()
+    try:
+        side.request.write(b"event one")
+        assert side.channel.transport not in reactor.getWriters()
+        assert _received(side.peer) == b""
+        await _turn()
+        assert _received(side.peer).endswith(b"event one\r\n")
+        assert side.channel.transport not in reactor.getWriters()
+    finally:
+        side.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_the_socket_does_not_take_is_left_to_epoll():
+    """More than the socket takes: the rest is registered with epoll, which sends it as the
+    peer reads; once all is sent the socket is unregistered again."""
+    side = _Connected()
+    transport = side.channel.transport
+    size = 4_000_000  # more than a socketpair's buffers take
+    try:
+        side.request.write(b"x" * size)
+        await _turn()
+        assert transport in reactor.getWriters()
+        got = 0
+        side.peer.setblocking(False)
+        for _ in range(2000):
+            try:
+                got += len(side.peer.recv(1 << 20))
+            except BlockingIOError:
+                await deferLater(reactor, 0.001, lambda: None)
+            if got >= size:
+                break
+        assert got >= size
+        await _turn()
+        assert transport not in reactor.getWriters()
+    finally:
+        side.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_connection_closed_after_a_write_sends_it_first():
+    """``loseConnection`` right after a write: the bytes reach the peer, then the end."""
+    side = _Connected()
+    side.request.write(b"last words")
+    side.channel.transport.loseConnection()
+    await side.lost
+    side.peer.setblocking(True)
+    side.peer.settimeout(5)
+    received = b""
+    while chunk := side.peer.recv(65536):
+        received += chunk
+    assert received.endswith(b"last words\r\n")
+    side.peer.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_upstream_request_leaves_when_the_turn_ends_without_epoll():
+    """The upstream connection adopts its socket as the channel does."""
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    connection = HTTP11Connection(UpstreamPool(reactor), ("http", "model", 80))
+    reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: connection))
+    ours.close()
+    try:
+        answered = connection.request(b"POST / HTTP/1.1\r\nHost: model\r\n", b"{}")
+        assert connection.transport not in reactor.getWriters()
+        await _turn()
+        assert _received(peer).startswith(b"POST / HTTP/1.1\r\n")
+        assert connection.transport not in reactor.getWriters()
+        answered.addErrback(lambda failure: None)
+    finally:
+        connection.transport.abortConnection()
+        peer.close()
+
+
 def test_what_was_written_is_on_the_socket_once_flushed():
-    """Written alone, nothing leaves before the reactor polls (the test never lets it);
-    flushed, it is at the peer."""
+    """Written alone, nothing leaves before the reactor's turn ends (the test never lets
+    it); flushed, it is at the peer."""
     side = _Connected()
     try:
         side.request.write(b"event one")
@@ -110,7 +196,7 @@ def _bridge(side: _Connected, turns: object) -> SSEBridge:
 
 def test_a_streamed_chunk_is_sent_as_it_is_translated():
     """SSEBridge flushes what each upstream read gave: message_start and the first text
-    are at the client before the reactor's next poll."""
+    are at the client before the reactor's turn ends."""
     side = _Connected()
     bridge = _bridge(side, reactor)
     try:
@@ -124,10 +210,10 @@ def test_a_streamed_chunk_is_sent_as_it_is_translated():
 
 
 @pytest_twisted.ensureDeferred
-async def test_what_waited_for_a_turn_of_its_own_leaves_at_the_poll():
+async def test_what_waited_for_a_turn_of_its_own_leaves_when_the_turn_ends():
     """A read longer than a turn's slice: its first slice is sent at once; the rest,
-    translated in a later turn (run here by a Clock, so the real reactor does not poll
-    in between), leaves with that turn's other writes at the reactor's poll."""
+    translated in a later turn (run here by a Clock, so the real reactor does not turn
+    in between), leaves with that turn's other writes when the reactor's turn ends."""
     side = _Connected()
     turns = Clock()
     bridge = _bridge(side, turns)
@@ -140,7 +226,7 @@ async def test_what_waited_for_a_turn_of_its_own_leaves_at_the_poll():
         assert b'"text":"Hello"' in _received(side.peer)
         turns.advance(0)  # the next turn translates what waited
         assert b'"text":"Later"' not in _received(side.peer)
-        await deferLater(reactor, 0.01, lambda: None)  # the reactor polls
+        await _turn()
         assert b'"text":"Later"' in _received(side.peer)
     finally:
         bridge.client_gone()
@@ -148,9 +234,9 @@ async def test_what_waited_for_a_turn_of_its_own_leaves_at_the_poll():
 
 
 @pytest_twisted.ensureDeferred
-async def test_an_end_reached_in_a_later_turn_leaves_at_the_poll():
+async def test_an_end_reached_in_a_later_turn_leaves_when_the_turn_ends():
     """The upstream ends while part of its last read waits for a turn: the stream's last
-    events, written in that turn, leave with it at the poll, not before."""
+    events, written in that turn, leave with it when the turn ends, not before."""
     side = _Connected()
     turns = Clock()
     bridge = _bridge(side, turns)
@@ -164,7 +250,7 @@ async def test_an_end_reached_in_a_later_turn_leaves_at_the_poll():
         turns.advance(0)
         assert bridge.done.called
         assert b"message_stop" not in _received(side.peer)
-        await deferLater(reactor, 0.01, lambda: None)
+        await _turn()
         assert b"event: message_stop" in _received(side.peer)
     finally:
         side.close()
