@@ -6,14 +6,17 @@ alone; a connection that breaks is left for the reactor."""
 
 from __future__ import annotations
 
+import gc
 import json
 import socket
+import weakref
 
 import pytest_twisted
 from twisted.internet import error, reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock, deferLater
+from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
@@ -22,7 +25,7 @@ from twisted.web.server import Request, Site
 
 from gatewayd.plugins.ai_proxy_advanced.stream import SSEBridge
 from gatewayd.http11 import HTTP11Connection, UpstreamPool
-from gatewayd.sending import flush
+from gatewayd.sending import adopt, flush
 from gatewayd.site import GatewayChannel
 from gatewayd.translate import ModelProfile, StreamTranslator, prepare
 
@@ -120,20 +123,102 @@ async def test_what_the_socket_does_not_take_is_left_to_epoll():
         side.close()
 
 
+def _read_to_end(peer: socket.socket) -> bytes:
+    """Everything ``peer`` receives until the other end closes (5 s at most)."""
+    peer.setblocking(True)
+    peer.settimeout(5)
+    received = b""
+    while chunk := peer.recv(1 << 20):
+        received += chunk
+    return received
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_connection_closed_after_a_write_sends_it_first():
     """``loseConnection`` right after a write: the bytes reach the peer, then the end."""
     side = _Connected()
     side.request.write(b"last words")
-    side.channel.transport.loseConnection()
-    await side.lost
-    side.peer.setblocking(True)
-    side.peer.settimeout(5)
-    received = b""
-    while chunk := side.peer.recv(65536):
-        received += chunk
-    assert received.endswith(b"last words\r\n")
+    side.channel.loseConnection()
+    await side.lost.addTimeout(2, reactor)
+    assert _read_to_end(side.peer).endswith(b"last words\r\n")
     side.peer.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_connection_closed_after_its_last_send_closes_then():
+    """The socket takes the last 100 kB whole but is not writable after it (its peer has
+    not read): the connection closes when they are sent, as Twisted's own would, not once
+    the peer has read them."""
+    side = _Connected()
+    side.request.write(b"x" * 100_000)
+    side.channel.loseConnection()
+    await side.lost.addTimeout(0.5, reactor)
+    assert len(_read_to_end(side.peer)) > 100_000
+    side.peer.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_send_that_raises_closes_its_connection_and_no_other():
+    """``doWrite`` raising (a producer's ``resumeProducing``, say) loses that connection
+    with the error, as the reactor does; the other sockets of the turn are still sent,
+    even when the protocol's ``connectionLost`` raises too."""
+    failing, other = _Connected(), _Connected()
+    logged: list[dict] = []
+    globalLogPublisher.addObserver(logged.append)
+    reasons: list[Failure] = []
+
+    def connectionLost(reason: Failure) -> None:
+        reasons.append(reason)
+        raise RuntimeError("and the protocol's connectionLost fails too")
+
+    failing.channel.connectionLost = connectionLost
+    failing.channel.transport.doWrite = lambda: 1 / 0
+    try:
+        failing.request.write(b"never")
+        other.request.write(b"sent")
+        await _turn()
+        assert len(reasons) == 1 and reasons[0].check(ZeroDivisionError)
+        assert not failing.channel.transport.connected
+        assert _received(other.peer).endswith(b"sent\r\n")
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+        failing.peer.close()
+        other.close()
+    assert [e["log_failure"].type for e in logged if "log_failure" in e] == [ZeroDivisionError, RuntimeError]
+
+
+class _Adopting(Protocol):
+    def __init__(self) -> None:
+        self.lost: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        adopt(self.transport)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.lost.callback(None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lost_transport_is_freed_without_the_collector():
+    """Adopting puts the transport and its writes in a reference cycle while connected;
+    once lost, its methods are its class's again and refcounting frees it."""
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    protocol = _Adopting()
+    reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: protocol))
+    ours.close()
+    gc.disable()
+    try:
+        transport = weakref.ref(protocol.transport)
+        protocol.transport.write(b"bye")
+        protocol.transport.loseConnection()
+        await protocol.lost.addTimeout(2, reactor)
+        peer.close()
+        del protocol
+        await _turn()
+        assert transport() is None
+    finally:
+        gc.enable()
 
 
 @pytest_twisted.ensureDeferred

@@ -11,8 +11,8 @@ What one upstream read gives is written to the client and sent at once
 carry hundreds of chunks (a fast model, or an upstream that batches), so the
 bridge translates at most ``slice_bytes`` within ``turn_seconds`` and queues
 the rest for the next turns: the first events leave at once and concurrent
-streams take turns.  What a later turn writes leaves when that turn ends,
-with every other stream's turn, in one pass (sent one by one, a burst of 16
+streams take turns.  What a later (timed) turn writes leaves at the end of
+the reactor's next turn, with every other stream's turn, in one pass (sent one by one, a burst of 16
 streams took 3 ms longer to its end, and its first bytes 0.3 ms longer).
 
 A turn is told by the clock, not by the calls: :mod:`gatewayd.http11` hands a
@@ -238,7 +238,7 @@ class SSEBridge(Protocol):
 
     def _end(self, reason: Failure, at_once: bool = True) -> None:
         """The stream's last events and its end; ``at_once`` as for :meth:`_send` (not in a
-        later turn, whose writes leave when that turn ends)."""
+        later turn, whose writes leave with the other streams' turns)."""
         if self._tick is not None:
             self._tick.cancel()
             self._tick = None
