@@ -408,6 +408,7 @@ class UpstreamResponse:
         for data in early:
             protocol.dataReceived(data)
         if self._ended is not None:
+            self._protocol = None  # see _end
             protocol.connectionLost(self._ended)
 
     def _data(self, data: bytes) -> None:
@@ -421,7 +422,10 @@ class UpstreamResponse:
         if self._protocol is None:
             self._ended = reason
         else:
-            self._protocol.connectionLost(reason)
+            # Let go of the protocol: it holds this response through its transport, and
+            # the loop would leave the three of them to the collector, for every request.
+            protocol, self._protocol = self._protocol, None
+            protocol.connectionLost(reason)
 
 
 @implementer(IPushProducer)

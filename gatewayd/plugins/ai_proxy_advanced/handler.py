@@ -376,7 +376,12 @@ class AIProxy:
         self._model_header(request, target)
         exchange.on_leave = bridge.client_gone
         response.deliverBody(bridge)
-        await bridge.done
+        try:
+            await bridge.done
+        finally:
+            # The bridge holds the request, which holds the exchange: let go of the bridge,
+            # or the loop leaves the whole stream's objects to the collector.
+            exchange.on_leave = None
         exchange.proxy_finished = self.reactor.seconds()
         if prepared is None:
             tokens = tokens_from_anthropic(translator.usage)

@@ -1,0 +1,83 @@
+"""A request leaves no reference cycles behind.
+
+What a request makes is then freed by reference counting as it ends, and the
+collector, which the daemon runs seldom (``settle_garbage_collector``), finds
+nothing of it to walk.  Two loops did this for every request, one between an
+upstream response, its body's reader and the reader's transport, one between a
+stream's bridge, its request and the exchange: at c=64 the young collections
+came every thousand requests or so, found some 9,000 objects each and took 4 to
+14 ms, a pause every stream in flight waited through.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+
+from tests.inmemory import Gateway, answer, ask, target
+
+REQUESTS = 20
+
+
+@pytest.fixture
+def gateway():
+    made = Gateway("{algorithm: round-robin}", [target(0)])
+    yield made
+    made.close()
+
+
+def _cyclic_garbage(run: Callable[[], None]) -> Counter[str]:
+    """The types of what ``REQUESTS`` runs of ``run`` leave to the collector."""
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for _ in range(REQUESTS):
+            run()
+        gc.collect()
+        return Counter(type(o).__qualname__ for o in gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+
+
+def _exchange(gateway: Gateway, stream: bool) -> Callable[[], None]:
+    """One request on a kept-alive client connection, answered on a kept-alive upstream one."""
+    client = gateway.client()
+    upstream = []
+
+    def run() -> None:
+        client.post(ask(stream=stream))
+        if not upstream:
+            upstream.append(gateway.upstream.accept())
+        connection = upstream[0]
+        if stream:
+            connection.start_stream()
+            connection.chunk(answer("one", finish=None))
+            connection.chunk(answer("two"))
+            connection.end_stream()
+        else:
+            data = json.dumps(answer()).encode()
+            connection.protocol.dataReceived(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                % (len(data), data)
+            )
+        gateway.settle()
+        status, _, body = client.response()
+        assert status == 200 and (b"message_stop" in body if stream else b'"hello"' in body)
+        connection.transport.clear()
+        client.transport.clear()
+
+    run()  # the first request makes what lasts: the upstream connection, caches
+    return run
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["answer", "stream"])
+def test_a_request_leaves_no_cycle_for_the_collector(gateway, stream):
+    assert _cyclic_garbage(_exchange(gateway, stream)) == Counter()
+    assert len(gateway.records()) == REQUESTS + 1
