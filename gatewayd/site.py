@@ -150,6 +150,9 @@ class CountingSite(Site):
 
         def connection_lost(reason: Any) -> None:
             self.stats.connections_active -= 1
+            # The protocol holds this function, which holds the protocol: once called, it
+            # goes, and the connection's objects go by refcounting, not by the collector.
+            del protocol.connectionLost
             lost(reason)
 
         protocol.connectionLost = connection_lost
