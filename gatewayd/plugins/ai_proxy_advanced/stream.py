@@ -267,6 +267,9 @@ class SSEBridge(Protocol):
         """The client disconnected: drop the upstream at once to free its connection."""
         self._client_gone = True
         self._closed = True
+        # Twisted keeps the producer of a request whose client left (unregistering needs
+        # the channel, gone by now): the request and this bridge would hold each other.
+        self.request.producer = None
         self._unwatch()
         self._pending.clear()
         if self._lost is not None:  # the upstream has ended already
