@@ -171,7 +171,7 @@ class HTTP11Connection(Protocol):
     def __init__(self, pool: UpstreamPool, key: Key) -> None:
         self.pool = pool
         self.key = key
-        self._parser = httptools.HttpResponseParser(self)
+        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self._waiting: Deferred[UpstreamResponse] | None = None
         self._response: UpstreamResponse | None = None
         self._head: UpstreamResponse | None = None  # parsed in this read, not announced yet
@@ -340,6 +340,9 @@ class HTTP11Connection(Protocol):
         for each in self._on_lost:
             each.callback(None)
         self._on_lost.clear()
+        # The parser calls this connection's methods: let go of it, or the two would wait
+        # for the collector, for every connection closed.
+        self._parser = None
 
     def closed(self) -> Deferred[None]:
         if self._lost:

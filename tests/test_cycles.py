@@ -125,3 +125,22 @@ def test_a_client_that_leaves_mid_stream_leaves_no_cycle(gateway):
     left = {type(o).__qualname__ for o in _garbage(run)}
     assert left.isdisjoint({"GatewayRequest", "SSEBridge", "Exchange", "StreamTranslator"})
     assert len(gateway.records()) == REQUESTS
+
+
+def test_a_closed_upstream_connection_leaves_no_cycle(gateway):
+    """The upstream closes after each answer: the connection's parser, whose callbacks
+    are the connection's methods, goes with it.  (The harness's own loop between its
+    connection and transport is cut first, so only gatewayd's objects are looked at.)"""
+    client = gateway.client()
+
+    def run() -> None:
+        client.post(ask())
+        upstream = gateway.upstream.accept()
+        upstream.respond(200, answer())  # with Connection: close
+        gateway.settle()
+        assert client.response()[0] == 200
+        client.transport.clear()
+        upstream.transport._lost = None  # the harness's loop, not gatewayd's
+
+    left = {type(o).__qualname__ for o in _garbage(run)}
+    assert "HTTP11Connection" not in left
