@@ -204,9 +204,10 @@ async def test_a_lost_transport_is_freed_without_the_collector():
     once lost, its methods are its class's again and refcounting frees it."""
     ours, peer = socket.socketpair()
     ours.setblocking(False)
-    protocol = _Adopting()
-    reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: protocol))
+    made = [_Adopting()]
+    reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: made[0]))
     ours.close()
+    protocol = made.pop()
     gc.disable()
     try:
         transport = weakref.ref(protocol.transport)
