@@ -57,7 +57,7 @@ class _Turn:
         written, self.written = self.written, []
         for writes in written:
             try:
-                writes.send(closing=True)
+                writes.send(at_turn_end=True)
             except BaseException:  # one socket's failure is not the others'
                 _log.failure("Sending on {transport!r} failed", transport=writes.transport)
 
@@ -100,12 +100,12 @@ class _Writes:
             # reference cycle between it and this object: refcounting frees it.
             del transport.startWriting, transport.stopWriting
 
-    def send(self, closing: bool) -> None:
+    def send(self, at_turn_end: bool) -> None:
         """Send what the transport holds, leaving to the reactor what the socket did not take.
 
         When ``doWrite`` says the connection is done (closed once its bytes were
         sent) or lost, it is closed as the reactor would close it: at once at the
-        turn's end (``closing``), and from :func:`flush`, which runs inside a
+        turn's end (``at_turn_end``), and from :func:`flush`, which runs inside a
         protocol's call, when the turn ends.
         """
         if not self.queued:  # flushed already, or left to the reactor
@@ -123,7 +123,7 @@ class _Writes:
             if self.wanted:  # the socket did not take it all
                 self.polled = True
                 transport.reactor.addWriter(transport)
-        elif closing:
+        elif at_turn_end:
             self._lost(why)
         else:
             transport.reactor.callLater(0, self._lost, why)
@@ -162,4 +162,4 @@ def flush(transport: ITransport | None) -> None:
     """
     writes = getattr(getattr(transport, "startWriting", None), "__self__", None)
     if isinstance(writes, _Writes):
-        writes.send(closing=False)
+        writes.send(at_turn_end=False)
